@@ -37,7 +37,12 @@ class SplitBatchNorm2d(nn.Module):
     prefix_batches: torch.Tensor
 
     def __init__(
-        self, num_features: int, config: SDRConfig, stage: int, eps: float = 1e-5, momentum: float | None = 0.1
+        self,
+        num_features: int,
+        config: SDRConfig,
+        stage: int,
+        eps: float = 1e-5,
+        momentum: float | None = 0.1,
     ) -> None:
         super().__init__()
         self.config, self.stage = config, stage

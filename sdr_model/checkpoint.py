@@ -45,7 +45,15 @@ SUPERNET_FORMAT, SUBNET_FORMAT = "sdr-supernet", "sdr-subnet"
 _HEADER_KEY = "sdr"
 _REQUIRED = {
     SUPERNET_FORMAT: ("format", "format_version", "config", "preprocessing", "clusters", "provenance"),
-    SUBNET_FORMAT: ("format", "format_version", "config", "preprocessing", "provenance", "path", "timm_kwargs"),
+    SUBNET_FORMAT: (
+        "format",
+        "format_version",
+        "config",
+        "preprocessing",
+        "provenance",
+        "path",
+        "timm_kwargs",
+    ),
 }
 _MAX_HEADER_BYTES = 100 * 1024 * 1024  # safetensors' own cap on the JSON header
 
@@ -185,18 +193,22 @@ def _check_framing(file: Path) -> None:
         raise CheckpointError(f"{file}: no such file")
     size = file.stat().st_size
     with file.open("rb") as f:
+        head = f.read(9)
+        if head[8:9] != b"{":  # safetensors: u64 little-endian header length, then a JSON object
+            if head[:1] == b"\x80" or head[:4] == b"PK\x03\x04":
+                raise CheckpointError(
+                    f"{file}: is a pickle / torch.save file; only safetensors is accepted, because unpickling "
+                    f"runs arbitrary code. Convert it where you trust it: "
+                    f"safetensors.torch.save_file(torch.load(...), 'model.safetensors')"
+                )
+            raise CheckpointError(f"{file}: not a safetensors file ({size} bytes, no safetensors header)")
+        f.seek(0)
         head = f.read(8)
-        if head[:1] == b"\x80" or head[:4] == b"PK\x03\x04":
-            raise CheckpointError(
-                f"{file}: is a pickle / torch.save file; only safetensors is accepted, because unpickling "
-                f"runs arbitrary code. Convert it where you trust it: "
-                f"safetensors.torch.save_file(torch.load(...), 'model.safetensors')"
-            )
-        if len(head) < 8:
-            raise CheckpointError(f"{file}: truncated ({size} bytes): not a safetensors file")
         (header_len,) = struct.unpack("<Q", head)
         if header_len > min(_MAX_HEADER_BYTES, size - 8):
-            raise CheckpointError(f"{file}: truncated or not a safetensors file (header length {header_len}, file {size} bytes)")
+            raise CheckpointError(
+                f"{file}: truncated or not a safetensors file (header length {header_len}, file {size} bytes)"
+            )
         try:
             header = json.loads(f.read(header_len))
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
@@ -252,13 +264,19 @@ def _load_tensors_into(file: Path, model: torch.nn.Module) -> None:
         missing, unexpected = sorted(set(expected) - names), sorted(names - set(expected))
         if missing or unexpected:
             raise CheckpointError(
-                f"{file}: tensors do not match the architecture in its header: missing {missing[:5]}"
-                f"{'...' if len(missing) > 5 else ''}, unexpected {unexpected[:5]}{'...' if len(unexpected) > 5 else ''}"
+                f"{file}: tensors do not match the architecture in its header: "
+                f"missing {_first(missing)}, unexpected {_first(unexpected)}"
             )
         state = {}
         for name in expected:
             shape = tuple(f.get_slice(name).get_shape())
             if shape != expected[name]:
-                raise CheckpointError(f"{file}: tensor {name} has shape {shape}, the architecture needs {expected[name]}")
+                raise CheckpointError(
+                    f"{file}: tensor {name} has shape {shape}, the architecture needs {expected[name]}"
+                )
             state[name] = f.get_tensor(name)
     model.load_state_dict(state, strict=True)
+
+
+def _first(names: list[str], n: int = 5) -> str:
+    return f"{names[:n]}{'...' if len(names) > n else ''}"

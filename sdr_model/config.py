@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields
 from typing import Any, Literal
 
-__all__ = ["BlockType", "Preprocessing", "SDRConfig", "TIMM_PLAIN_STEM_WIDTH"]
+__all__ = ["TIMM_PLAIN_STEM_WIDTH", "BlockType", "Preprocessing", "SDRConfig"]
 
 BlockType = Literal["basic", "bottleneck"]
 
@@ -45,9 +45,7 @@ class SDRConfig:
         if self.block not in _EXPANSION:
             raise ConfigError(f"block must be 'basic' or 'bottleneck', got {self.block!r}")
         if len(self.depths) != len(self.planes) or not self.depths:
-            raise ConfigError(
-                f"depths {self.depths} and planes {self.planes} must be non-empty and of equal length"
-            )
+            raise ConfigError(f"depths {self.depths} and planes {self.planes} must be non-empty and of equal length")
         if any(d < 1 for d in self.depths):
             raise ConfigError(f"every stage needs at least one block, got depths {self.depths}")
         if self.stem_width != TIMM_PLAIN_STEM_WIDTH:

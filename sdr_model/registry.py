@@ -27,7 +27,9 @@ class _Preset:
 _PRESETS: dict[str, _Preset] = {}
 
 
-def register_model(name: str, preprocessing: Preprocessing) -> Callable[[Callable[[], SDRConfig]], Callable[[], SDRConfig]]:
+def register_model(
+    name: str, preprocessing: Preprocessing
+) -> Callable[[Callable[[], SDRConfig]], Callable[[], SDRConfig]]:
     """Register a preset: the decorated function returns its `SDRConfig`."""
 
     def decorator(fn: Callable[[], SDRConfig]) -> Callable[[], SDRConfig]:

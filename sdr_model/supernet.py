@@ -225,4 +225,3 @@ def sdr_resnet50() -> SDRConfig:
 def sdr_tiny() -> SDRConfig:
     """1.2M-param grayscale supernet at 64 px: trains and routes on 2 CPU cores in minutes."""
     return SDRConfig(block="basic", depths=(1, 1, 1, 1), planes=(32, 64, 128, 256), in_chans=1, input_size=64)
-
