@@ -1,0 +1,111 @@
+"""Shared-prefix evaluation: features of many paths from one depth-first walk of the prefix tree.
+
+Paths that share their first s digits share the computation of their first s stages (a stage-s
+activation depends only on `path[:s]`; BN statistics are kept per prefix for exactly this reason,
+see docs/ARCHITECTURE.md). So per mini-batch: the stem once, stage 1 for each of the 4 prefixes,
+stage 2 for 16, stage 3 for 64, stage 4 for 256, and W0 from the same stem output. Against 256
+separate forward passes this saves the repeated stem and early stages, which is where a ResNet at
+high resolution spends much of its compute (benchmarks/route_throughput.py measures it).
+
+The walk is depth-first, so at most one activation per stage is alive at a time: memory is bounded
+per mini-batch, whatever the number of paths. Only the pooled `[N, D]` features are kept.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import numpy as np
+import torch
+
+from sdr_model.config import Preprocessing
+from sdr_model.datasets.images import normalize
+from sdr_model.paths import parse_path
+from sdr_model.supernet import SDRResNet
+
+__all__ = ["BatchCallback", "CancelCheck", "RouteCancelled", "prefix_tree_features"]
+
+BatchCallback = Callable[[int, int], None]  # (batches done, batches in all)
+CancelCheck = Callable[[], bool]
+
+
+class RouteCancelled(RuntimeError):
+    """Raised between mini-batches (or paths) when the caller's `should_cancel()` says so."""
+
+
+def prefix_tree_features(
+    model: SDRResNet,
+    pixels: torch.Tensor,
+    preprocessing: Preprocessing,
+    paths: Sequence[str | None],
+    *,
+    batch_size: int = 128,
+    device: str | torch.device = "cpu",
+    channels_last: bool = False,
+    on_batch: BatchCallback | None = None,
+    should_cancel: CancelCheck | None = None,
+) -> dict[str | None, np.ndarray]:
+    """Pooled features of every requested path (None: W0) for every image.
+
+    Args:
+        model: the supernet, in eval mode (per-prefix BN statistics), on `device`.
+        pixels: uint8 `[N, C, S, S]` decoded images (`decode_images`); normalised per batch here.
+        preprocessing: the checkpoint's; gives the normalisation.
+        paths: any subset of paths, plus None for W0; walked in prefix-tree order.
+        batch_size: images per mini-batch.
+        device: where the forward passes run.
+        channels_last: NHWC activations (faster convolutions on some CPUs and on tensor cores).
+        on_batch: called after each mini-batch with (done, total).
+        should_cancel: checked before each mini-batch; True raises `RouteCancelled`.
+
+    Returns:
+        float32 `[N, D]` per path (D = `model.num_features` for W0, else `subnet_num_features`).
+    """
+    if model.training:
+        raise ValueError("the model must be in eval mode: train-mode BatchNorm would use batch statistics")
+    config = model.config
+    canonical = [None if p is None else parse_path(p, config.num_stages, config.num_groups) for p in paths]
+    if len(set(canonical)) != len(canonical):
+        raise ValueError(f"duplicate paths in {list(paths)}")
+    leaves = sorted(p for p in canonical if p is not None)
+    # children[prefix]: the next-stage prefixes the requested leaves pass through, in tree order.
+    children: dict[str, list[str]] = {}
+    for leaf in leaves:
+        for depth in range(config.num_stages):
+            siblings = children.setdefault(leaf[:depth], [])
+            if leaf[: depth + 1] not in siblings:
+                siblings.append(leaf[: depth + 1])
+
+    num_images = len(pixels)
+    features = {
+        p: np.empty((num_images, model.num_features if p is None else model.subnet_num_features), np.float32)
+        for p in canonical
+    }
+    memory_format = torch.channels_last if channels_last else torch.contiguous_format
+    total_batches = -(-num_images // batch_size)
+
+    def descend(h: torch.Tensor, prefix: str, rows: slice) -> None:
+        stage = len(prefix)
+        for child in children.get(prefix, []):
+            out = model.forward_stage(h, stage, child)  # [B, C_s, H_s, W_s]
+            if stage + 1 == config.num_stages:
+                features[child][rows] = model.pool(out).float().cpu().numpy()  # [B, D]
+            else:
+                descend(out, child, rows)
+
+    with torch.inference_mode():
+        for batch_index, start in enumerate(range(0, num_images, batch_size)):
+            if should_cancel is not None and should_cancel():
+                raise RouteCancelled(f"cancelled after {batch_index} of {total_batches} mini-batches")
+            rows = slice(start, start + batch_size)
+            x = normalize(pixels[rows].to(device, non_blocking=True), preprocessing)
+            stem = model.forward_stem(x.contiguous(memory_format=memory_format))  # [B, 64, S/4, S/4]
+            if None in features:
+                h = stem
+                for stage in range(config.num_stages):
+                    h = model.forward_stage(h, stage, None)
+                features[None][rows] = model.pool(h).float().cpu().numpy()
+            descend(stem, "", rows)
+            if on_batch is not None:
+                on_batch(batch_index + 1, total_batches)
+    return features

@@ -1,0 +1,132 @@
+"""Score one path's features: the selection evidence that ranks it and the test accuracy reported.
+
+Selection evidence never touches the test split: kNN ranks by leave-one-out on train or by the
+carved selection split (`RoutePlan`); LogME, SFDA and GBC rank by their score on the train split.
+Whatever ranks, every path's reported accuracy is kNN on test with the whole train split as the bank,
+so all scorers report on the same, comparable scale.
+
+A `PathScore` is what a shard hands back for one path. It is JSON-able (per-query outcomes are
+bit-packed), so a Celery worker can store it in Redis and the merge can run anywhere.
+"""
+
+from __future__ import annotations
+
+import base64
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from sdr_model.routing.gbc import gbc_score
+from sdr_model.routing.knn import knn_accuracy
+from sdr_model.routing.logme import logme_score
+from sdr_model.routing.options import RouteOptions
+from sdr_model.routing.selection import RoutePlan
+from sdr_model.routing.sfda import sfda_score
+
+__all__ = ["TRANSFERABILITY_SCORES", "PathScore", "score_features"]
+
+# Label-aware transferability scores on train features: higher means more transferable.
+TRANSFERABILITY_SCORES: dict[str, Callable[[np.ndarray, np.ndarray], float]] = {
+    "logme": logme_score,
+    "sfda": sfda_score,
+    "gbc": gbc_score,
+}
+
+
+@dataclass(frozen=True)
+class PathScore:
+    """One path's (or W0's) scores on one dataset."""
+
+    path: str | None  # None: the supernet W0
+    selection_score: float  # ranks the paths (kNN top-1 on the selection queries, or LogME / SFDA / GBC)
+    selection_correct: np.ndarray | None  # bool per selection query at k (kNN only): for the tie test
+    test_top1: dict[int, float]  # requested k -> top-1 accuracy on test (empty while screening)
+    test_mean_per_class: dict[int, float]  # requested k -> mean per-class accuracy on test
+    test_correct: np.ndarray | None  # bool per test image at the ranking k: for bootstrap intervals
+    seconds: float  # scoring time (features excluded)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "path": self.path,
+            "selection_score": self.selection_score,
+            "selection_correct": _pack(self.selection_correct),
+            "test_top1": {str(k): v for k, v in self.test_top1.items()},
+            "test_mean_per_class": {str(k): v for k, v in self.test_mean_per_class.items()},
+            "test_correct": _pack(self.test_correct),
+            "seconds": self.seconds,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> PathScore:
+        return cls(
+            path=d["path"],
+            selection_score=float(d["selection_score"]),
+            selection_correct=_unpack(d["selection_correct"]),
+            test_top1={int(k): float(v) for k, v in d["test_top1"].items()},
+            test_mean_per_class={int(k): float(v) for k, v in d["test_mean_per_class"].items()},
+            test_correct=_unpack(d["test_correct"]),
+            seconds=float(d["seconds"]),
+        )
+
+
+def _pack(bits: np.ndarray | None) -> dict[str, Any] | None:
+    if bits is None:
+        return None
+    return {"n": len(bits), "bits": base64.b64encode(np.packbits(bits).tobytes()).decode("ascii")}
+
+
+def _unpack(packed: dict[str, Any] | None) -> np.ndarray | None:
+    if packed is None:
+        return None
+    raw = np.frombuffer(base64.b64decode(packed["bits"]), dtype=np.uint8)
+    return np.unpackbits(raw, count=int(packed["n"])).astype(bool)
+
+
+def score_features(path: str | None, features: np.ndarray, plan: RoutePlan, options: RouteOptions) -> PathScore:
+    """Selection score and test accuracies of one path from its `[N, D]` features."""
+    start = time.perf_counter()
+    labels, classes = plan.labels, plan.num_classes
+    if options.scorer == "knn":
+        bank, queries = plan.selection_bank, plan.selection_queries
+        if plan.selection == "loo":
+            selection = knn_accuracy(
+                features[bank], labels[bank], None, None, classes, [options.k], options.temperature
+            )
+        else:
+            selection = knn_accuracy(
+                features[bank],
+                labels[bank],
+                features[queries],
+                labels[queries],
+                classes,
+                [options.k],
+                options.temperature,
+            )
+        selection_score, selection_correct = selection[options.k].top1, selection[options.k].correct
+    else:
+        train = plan.train
+        selection_score = TRANSFERABILITY_SCORES[options.scorer](features[train], labels[train])
+        selection_correct = None
+    top1: dict[int, float] = {}
+    mean_per_class: dict[int, float] = {}
+    test_correct = None
+    if len(plan.test):
+        train, test = plan.train, plan.test
+        report = knn_accuracy(
+            features[train], labels[train], features[test], labels[test], classes, options.all_ks, options.temperature
+        )
+        top1 = {k: r.top1 for k, r in report.items()}
+        mean_per_class = {k: r.mean_per_class for k, r in report.items()}
+        test_correct = report[options.k].correct
+    return PathScore(
+        path=path,
+        selection_score=float(selection_score),
+        selection_correct=selection_correct,
+        test_top1=top1,
+        test_mean_per_class=mean_per_class,
+        test_correct=test_correct,
+        seconds=time.perf_counter() - start,
+    )
