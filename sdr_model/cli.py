@@ -16,6 +16,7 @@ from collections.abc import Sequence
 _COMMAND_MODULES = [
     "sdr_model.commands",  # init, export, info
     "sdr_model.routing.cli",  # route
+    "service.cli",  # serve, worker
 ]
 
 

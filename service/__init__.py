@@ -1,0 +1,1 @@
+"""The routing service: FastAPI API (torch-free), Celery workers, embedded Redis (docs/SERVICE.md)."""

@@ -1,0 +1,165 @@
+"""Uploaded datasets, stored content-addressed under `<data_dir>/datasets/<id>/`.
+
+The id is a digest of the uploaded bytes, so the same archive uploaded twice is the same dataset
+and routes on it are comparable. An upload is streamed to a temporary file (hashed on the way),
+extracted with the library's `safe_extract` into a temporary folder, read with the library's
+dataset reader, its images decoded once to name the unreadable ones, and only then renamed into
+place: a refused or interrupted upload leaves nothing under `datasets/`. The rename is the commit
+point; `dataset.json` inside the folder is what the API reports.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import uuid
+import warnings
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+from PIL import Image
+
+from sdr_model.datasets.archive import ArchiveError, ArchiveLimits, safe_extract
+from sdr_model.datasets.labelled import DatasetError, LabelledImages, read_dataset
+
+__all__ = ["DatasetRejected", "DatasetStore", "StoredDataset"]
+
+_CHUNK = 1 << 20
+_ID_HEX = 24  # 96 bits of sha256: collisions are not a practical concern, ids stay short
+
+
+class DatasetRejected(ValueError):
+    """An upload that is not a usable dataset; the message names the member or rule."""
+
+
+@dataclass(frozen=True)
+class StoredDataset:
+    """A dataset as stored: its folder and the summary reported to clients."""
+
+    id: str
+    root: Path  # the extracted tree (train/<class>/..., or a manifest.jsonl with its files)
+    info: dict[str, Any]
+
+
+def _unreadable_images(dataset: LabelledImages, base: Path) -> list[str]:
+    """Names (relative to `base`) of files that Pillow cannot decode.
+
+    The same rule as the workers' decoder (`sdr_model.datasets.images`, which imports torch and so
+    cannot run here): truncated data is an error and so is a decompression bomb.
+    """
+    bad = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        for record in dataset.records:
+            try:
+                with Image.open(record.path) as img:
+                    img.load()
+            except Exception:  # any decoder error means "not an image we can use"
+                bad.append(str(record.path.relative_to(base)))
+    return bad
+
+
+class DatasetStore:
+    """Content-addressed dataset storage in the data dir, shared by the API and the workers."""
+
+    def __init__(self, data_dir: Path, limits: ArchiveLimits) -> None:
+        self.root = data_dir / "datasets"
+        self.tmp = data_dir / "tmp"
+        self.limits = limits
+
+    @staticmethod
+    def valid_id(dataset_id: str) -> bool:
+        return (
+            dataset_id.startswith("ds_")
+            and len(dataset_id) == 3 + _ID_HEX
+            and all(c in "0123456789abcdef" for c in dataset_id[3:])
+        )
+
+    def path(self, dataset_id: str) -> Path:
+        return self.root / dataset_id
+
+    def get(self, dataset_id: str) -> StoredDataset | None:
+        if not self.valid_id(dataset_id):
+            return None
+        folder = self.path(dataset_id)
+        info_file = folder / "dataset.json"
+        if not info_file.is_file():
+            return None
+        return StoredDataset(dataset_id, folder / "data", json.loads(info_file.read_text()))
+
+    def add(self, upload: IO[bytes], filename: str) -> tuple[StoredDataset, bool]:
+        """Validate and store an uploaded archive; returns the dataset and whether it already existed.
+
+        Raises:
+            DatasetRejected: the archive is unsafe, unreadable, or holds no usable dataset.
+        """
+        self.tmp.mkdir(parents=True, exist_ok=True)
+        self.root.mkdir(parents=True, exist_ok=True)
+        work = self.tmp / f"upload-{uuid.uuid4().hex}"
+        work.mkdir()
+        try:
+            archive = work / "archive"
+            digest = hashlib.sha256()
+            size = 0
+            with archive.open("wb") as out:
+                for chunk in iter(lambda: upload.read(_CHUNK), b""):
+                    digest.update(chunk)
+                    size += len(chunk)
+                    out.write(chunk)
+            dataset_id = "ds_" + digest.hexdigest()[:_ID_HEX]
+            existing = self.get(dataset_id)
+            if existing is not None:
+                return existing, True
+            if size == 0:
+                raise DatasetRejected(f"{filename}: the uploaded file is empty")
+            stage = work / "dataset"
+            stage.mkdir()
+            data = stage / "data"
+            try:
+                safe_extract(archive, data, self.limits)
+                dataset = read_dataset(data, allowed_roots=[data])
+            except (ArchiveError, DatasetError) as exc:
+                raise DatasetRejected(f"{filename}: {exc}") from exc
+            unreadable = _unreadable_images(dataset, data)
+            if len(unreadable) == len(dataset.records):
+                raise DatasetRejected(
+                    f"{filename}: none of its {len(unreadable)} image files can be decoded "
+                    f"(first: {unreadable[0]!r})"
+                )
+            info = _summary(dataset_id, dataset, unreadable, size, data)
+            (stage / "dataset.json").write_text(json.dumps(info, indent=1, sort_keys=True))
+            try:
+                stage.rename(self.path(dataset_id))  # the commit point
+            except OSError:
+                stored = self.get(dataset_id)  # a concurrent upload of the same bytes won the race
+                if stored is None:
+                    raise
+                return stored, True
+            return StoredDataset(dataset_id, self.path(dataset_id) / "data", info), False
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+def _summary(
+    dataset_id: str, dataset: LabelledImages, unreadable: Iterable[str], size: int, data: Path
+) -> dict[str, Any]:
+    bad = set(unreadable)
+    counts: dict[str, dict[str, int]] = {}
+    for record in dataset.records:
+        if str(record.path.relative_to(data)) in bad:
+            continue
+        split = counts.setdefault(record.split or "all", {})
+        split[record.label] = split.get(record.label, 0) + 1
+    manifest = any(p.name == "manifest.jsonl" for p in data.rglob("manifest.jsonl"))
+    return {
+        "id": dataset_id,
+        "classes": list(dataset.classes),
+        "counts": {s: dict(sorted(c.items())) for s, c in sorted(counts.items())},
+        "num_images": len(dataset.records) - len(bad),
+        "unreadable": sorted(bad),
+        "layout": "manifest" if manifest else "folders",
+        "size_bytes": size,
+    }

@@ -1,0 +1,114 @@
+"""FastAPI dependencies, as `Annotated` aliases (the full-stack template's style).
+
+Everything a handler needs hangs off one `ServiceState` built by `create_app`, so two apps in
+one process (tests) never share clients, registries or settings.
+"""
+
+from __future__ import annotations
+
+import hmac
+from dataclasses import dataclass
+from typing import Annotated
+
+import redis
+from celery import Celery
+from fastapi import Depends, HTTPException, Request, status
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from service.checkpoint_info import CheckpointInfo, CheckpointUnavailable, CheckpointWatcher
+from service.datasets_store import DatasetStore
+from service.jobs import JobStore
+from service.metrics import ServiceMetrics
+from service.settings import Settings
+
+__all__ = [
+    "CeleryDep",
+    "CheckpointDep",
+    "DatasetsDep",
+    "JobsDep",
+    "RedisDep",
+    "ServiceState",
+    "SettingsDep",
+    "StateDep",
+    "require_api_key",
+]
+
+
+@dataclass
+class ServiceState:
+    """Long-lived objects of one API app."""
+
+    settings: Settings
+    redis: redis.Redis
+    celery: Celery
+    jobs: JobStore
+    datasets: DatasetStore
+    checkpoint: CheckpointWatcher
+    metrics: ServiceMetrics
+
+
+def _state(request: Request) -> ServiceState:
+    state: ServiceState = request.app.state.service
+    return state
+
+
+StateDep = Annotated[ServiceState, Depends(_state)]
+
+
+def _settings(state: StateDep) -> Settings:
+    return state.settings
+
+
+def _redis(state: StateDep) -> redis.Redis:
+    return state.redis
+
+
+def _celery(state: StateDep) -> Celery:
+    return state.celery
+
+
+def _jobs(state: StateDep) -> JobStore:
+    return state.jobs
+
+
+def _datasets(state: StateDep) -> DatasetStore:
+    return state.datasets
+
+
+def _checkpoint(state: StateDep) -> CheckpointInfo:
+    try:
+        return state.checkpoint.get()
+    except CheckpointUnavailable as exc:
+        raise HTTPException(
+            status.HTTP_503_SERVICE_UNAVAILABLE, detail=f"checkpoint not ready: {exc}", headers={"Retry-After": "5"}
+        ) from exc
+
+
+SettingsDep = Annotated[Settings, Depends(_settings)]
+RedisDep = Annotated[redis.Redis, Depends(_redis)]
+CeleryDep = Annotated[Celery, Depends(_celery)]
+JobsDep = Annotated[JobStore, Depends(_jobs)]
+DatasetsDep = Annotated[DatasetStore, Depends(_datasets)]
+CheckpointDep = Annotated[CheckpointInfo, Depends(_checkpoint)]
+
+_bearer = HTTPBearer(auto_error=False, description="One of SDR_API_KEYS (only when that is set).")
+
+
+def require_api_key(
+    settings: SettingsDep,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> None:
+    """When `SDR_API_KEYS` is set, refuse requests without one of the keys (constant-time compare)."""
+    if not settings.api_keys:
+        return
+    if credentials is None or credentials.scheme.lower() != "bearer":
+        raise HTTPException(
+            status.HTTP_401_UNAUTHORIZED,
+            detail="missing API key: send 'Authorization: Bearer <key>'",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+    offered = credentials.credentials.encode()
+    if not any(hmac.compare_digest(offered, key.encode()) for key in settings.api_keys):
+        raise HTTPException(
+            status.HTTP_401_UNAUTHORIZED, detail="invalid API key", headers={"WWW-Authenticate": "Bearer"}
+        )

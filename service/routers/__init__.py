@@ -1,0 +1,1 @@
+"""One router per resource: datasets, route jobs, sub-nets, health and metrics."""

@@ -1,0 +1,241 @@
+"""Sub-nets: list them, describe one, download its weights, embed images with it.
+
+Weights and features need torch, which the API never imports: they are Celery tasks on the
+`sdr.interactive` queue (`service.tasks`) that the request waits for (`service.replies`). Both
+exchange files through the data dir, which API and workers share: the extracted weights are
+cached there once per checkpoint digest and path, and feature requests pass their images and
+embeddings through a temporary folder that is removed when the request ends.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+import threading
+import uuid
+from pathlib import Path as FsPath
+from typing import Annotated, Any
+
+import numpy as np
+from fastapi import APIRouter, Depends, File, Header, HTTPException, Path, Request, Response, UploadFile, status
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import FileResponse, JSONResponse
+
+from sdr_model.paths import PathError, parse_path, path_to_id
+from service.celery_app import TASK_EXTRACT_SUBNET, TASK_FEATURES
+from service.checkpoint_info import CheckpointInfo
+from service.deps import CheckpointDep, StateDep, require_api_key
+from service.replies import WorkerBusy, call_worker
+from service.schemas import ErrorBody, FeaturesResponse, SubnetInfo, SubnetList
+from service.settings import Settings
+
+__all__ = ["build_router", "weights_file"]
+
+NPY_MEDIA_TYPE = "application/x-npy"
+SubnetPath = Annotated[str, Path(description="4 digits 0-3, stage 1 first, or an id 0-255.", examples=["0312"])]
+
+
+def weights_file(data_dir: FsPath, ckpt: CheckpointInfo, path: str) -> FsPath:
+    """Cache location of an extracted sub-net: one folder per checkpoint digest."""
+    return data_dir / "subnets" / ckpt.sha256[:16] / f"{path}.safetensors"
+
+
+def _canonical_path(path: str, ckpt: CheckpointInfo) -> str:
+    # "54" is an id, "0312" a digit string; "00000" is neither (ids are written without leading zeros).
+    is_id = path.isdigit() and len(path) != ckpt.config.num_stages and str(int(path)) == path
+    raw: str | int = int(path) if is_id else path
+    try:
+        return parse_path(raw, ckpt.config.num_stages, ckpt.config.num_groups)
+    except PathError as exc:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, detail=f"no such sub-net: {exc}") from exc
+
+
+def _info(path: str, ckpt: CheckpointInfo) -> SubnetInfo:
+    return SubnetInfo(
+        path=path,
+        id=path_to_id(path, ckpt.config.num_groups),
+        cluster_size=ckpt.cluster_sizes.get(path),
+        params=ckpt.subnet_params,
+        feature_dim=ckpt.config.subnet_num_features,
+        weights_url=f"/subnets/{path}/weights",
+    )
+
+
+def _worker_error(reply: dict[str, Any]) -> HTTPException:
+    code = int(reply.get("status", 500))
+    return HTTPException(code, detail=str(reply.get("detail", "worker error")))
+
+
+class _DigestCache:
+    """sha256 of each cached weights file (the ETag), computed once per file version."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._digests: dict[tuple[str, int, int], str] = {}
+
+    def get(self, file: FsPath) -> str:
+        st = file.stat()
+        key = (str(file), st.st_mtime_ns, st.st_size)
+        with self._lock:
+            if key in self._digests:
+                return self._digests[key]
+        h = hashlib.sha256()
+        with file.open("rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                h.update(chunk)
+        with self._lock:
+            self._digests[key] = h.hexdigest()
+        return self._digests[key]
+
+
+def build_router(settings: Settings) -> APIRouter:
+    """The sub-nets router; the features body cap comes from `settings`."""
+    router = APIRouter(prefix="/subnets", tags=["subnets"], dependencies=[Depends(require_api_key)])
+    digests = _DigestCache()
+
+    @router.get("", response_model=SubnetList, summary="Every sub-net of the served checkpoint")
+    def list_subnets(ckpt: CheckpointDep) -> SubnetList:
+        from sdr_model.paths import all_paths
+
+        return SubnetList(
+            checkpoint=ckpt.file.name,
+            checkpoint_sha256=ckpt.sha256,
+            trained=bool(ckpt.provenance.get("trained", True)),
+            supernet_params=ckpt.supernet_params,
+            supernet_feature_dim=ckpt.config.num_features,
+            preprocessing=ckpt.preprocessing.to_dict(),
+            subnets=[_info(p, ckpt) for p in all_paths(ckpt.config.num_stages, ckpt.config.num_groups)],
+        )
+
+    @router.get("/{path}", response_model=SubnetInfo, summary="One sub-net",
+                responses={404: {"model": ErrorBody}})
+    def get_subnet(path: SubnetPath, ckpt: CheckpointDep) -> SubnetInfo:
+        """Cluster size, parameter count and feature dimension of one path."""
+        return _info(_canonical_path(path, ckpt), ckpt)
+
+    @router.head("/{path}/weights", summary="Headers (ETag, size) of a sub-net's weights file",
+                 operation_id="head_subnet_weights", responses={404: {"model": ErrorBody}})
+    @router.get(
+        "/{path}/weights",
+        operation_id="get_subnet_weights",
+        summary="Download a sub-net as timm-loadable safetensors",
+        response_class=FileResponse,
+        responses={
+            200: {"content": {"application/octet-stream": {}},
+                  "description": "timm ResNet weights with this path's BN statistics; header holds timm kwargs."},
+            304: {"description": "Unchanged (If-None-Match matched the ETag)."},
+            404: {"model": ErrorBody},
+            503: {"model": ErrorBody, "description": "No worker extracted it in time; retry."},
+        },
+    )
+    def get_weights(
+        path: SubnetPath,
+        state: StateDep,
+        ckpt: CheckpointDep,
+        if_none_match: Annotated[str | None, Header()] = None,
+    ) -> Response:
+        """Extracted once by a worker (`sdr_model.save_subnet`), then served from the disk cache."""
+        path = _canonical_path(path, ckpt)
+        file = weights_file(state.settings.data_dir, ckpt, path)
+        if not file.is_file():
+            try:
+                reply = call_worker(
+                    state.celery, state.redis, TASK_EXTRACT_SUBNET,
+                    {"path": path, "checkpoint_sha256": ckpt.sha256, "output": str(file)},
+                    state.settings.wait_timeout,
+                )
+            except WorkerBusy as exc:
+                raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, detail=str(exc),
+                                    headers={"Retry-After": "10"}) from exc
+            if not reply.get("ok"):
+                raise _worker_error(reply)
+        etag = f'"{digests.get(file)}"'
+        headers = {"ETag": etag, "Cache-Control": "public, max-age=0, must-revalidate"}
+        if if_none_match is not None and etag in [t.strip() for t in if_none_match.split(",")]:
+            return Response(status_code=status.HTTP_304_NOT_MODIFIED, headers=headers)
+        return FileResponse(
+            file,
+            media_type="application/octet-stream",
+            filename=f"{ckpt.name}-{path}.safetensors",
+            headers=headers,
+        )
+
+    max_files = settings.max_feature_files
+    max_file_bytes = settings.max_feature_file_bytes
+
+    @router.post(
+        "/{path}/features",
+        response_model=FeaturesResponse,
+        summary="Embed images with a sub-net",
+        max_body_size=max_files * (max_file_bytes + 4096),
+        form_limits={"max_files": max_files, "max_fields": 0},
+        responses={
+            200: {"content": {NPY_MEDIA_TYPE: {}},
+                  "description": "JSON embeddings, or a float32 [N, D] .npy with `Accept: application/x-npy`."},
+            400: {"model": ErrorBody, "description": "An unreadable image (named) or no image at all."},
+            404: {"model": ErrorBody},
+            413: {"model": ErrorBody, "description": "Too many images or one too large."},
+            503: {"model": ErrorBody, "description": "No worker answered in time; retry."},
+        },
+    )
+    async def features(
+        path: SubnetPath,
+        request: Request,
+        state: StateDep,
+        ckpt: CheckpointDep,
+        files: Annotated[list[UploadFile], File(description="One or more images (field `files`, repeated).")],
+    ) -> Response:
+        """Preprocessing from the checkpoint header, then the sub-net's pooled features, batched."""
+        path = _canonical_path(path, ckpt)
+        if len(files) > max_files:
+            raise HTTPException(status.HTTP_413_CONTENT_TOO_LARGE,
+                                detail=f"{len(files)} images sent; at most {max_files} per request")
+        names = [f.filename or f"file{i}" for i, f in enumerate(files)]
+        for name, f in zip(names, files, strict=True):
+            if f.size is not None and f.size > max_file_bytes:
+                raise HTTPException(status.HTTP_413_CONTENT_TOO_LARGE,
+                                    detail=f"image {name!r} is {f.size} bytes; the limit is {max_file_bytes}")
+        work = state.settings.data_dir / "tmp" / f"features-{uuid.uuid4().hex}"
+        try:
+            inputs = await run_in_threadpool(_save_uploads, work, files)
+            try:
+                reply = await run_in_threadpool(
+                    call_worker, state.celery, state.redis, TASK_FEATURES,
+                    {"path": path, "checkpoint_sha256": ckpt.sha256, "files": inputs,
+                     "output": str(work / "embeddings.npy")},
+                    state.settings.wait_timeout,
+                )
+            except WorkerBusy as exc:
+                raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, detail=str(exc),
+                                    headers={"Retry-After": "10"}) from exc
+            if not reply.get("ok"):
+                bad = [names[i] for i in reply.get("unreadable", [])]
+                if bad:
+                    raise HTTPException(status.HTTP_400_BAD_REQUEST,
+                                        detail=f"unreadable image(s): {', '.join(repr(b) for b in bad)}")
+                raise _worker_error(reply)
+            npy = work / "embeddings.npy"
+            if NPY_MEDIA_TYPE in request.headers.get("accept", ""):
+                return Response(npy.read_bytes(), media_type=NPY_MEDIA_TYPE,
+                                headers={"X-SDR-Path": path, "X-SDR-Files": str(len(names))})
+            embeddings = np.load(npy, allow_pickle=False)
+            body = FeaturesResponse(path=path, dim=int(embeddings.shape[1]), files=names,
+                                    embeddings=embeddings.tolist())
+            return JSONResponse(body.model_dump())
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+
+    return router
+
+
+def _save_uploads(work: FsPath, files: list[UploadFile]) -> list[str]:
+    """Copy the uploads into the shared data dir under names we choose (never the client's)."""
+    work.mkdir(parents=True)
+    out = []
+    for i, f in enumerate(files):
+        target = work / f"{i:04d}.img"
+        f.file.seek(0)
+        with target.open("wb") as dst:
+            shutil.copyfileobj(f.file, dst, 1 << 20)
+        out.append(str(target))
+    return out

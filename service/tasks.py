@@ -1,0 +1,308 @@
+"""Celery tasks, run in worker processes only: ids in, one library call, result out.
+
+Heavy imports (torch, the model, the routing engine) happen inside the functions, in the prefork
+children, never in the worker's main process (see `service.worker`). Each child keeps the loaded
+supernet and a few extracted sub-nets between tasks.
+
+Route shards report progress and check the cancel flag between mini-batches through
+`service.jobs.JobStore`, whose Lua transitions make redelivery harmless (see that module).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import traceback
+import uuid
+from collections import OrderedDict
+from functools import cache
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from celery import shared_task
+from celery.exceptions import SoftTimeLimitExceeded
+
+from service.celery_app import TASK_EXTRACT_SUBNET, TASK_FEATURES, TASK_ROUTE_MERGE, TASK_ROUTE_SHARD
+from service.jobs import JobStatus, JobStore, ShardStart, write_json_atomic
+from service.redis_store import connect
+from service.replies import send_reply
+from service.settings import Settings, get_settings
+
+if TYPE_CHECKING:
+    import torch
+
+    from sdr_model import CheckpointMetadata, SDRResNet
+    from sdr_model.routing import RouteData, RouteOptions
+
+__all__ = ["extract_subnet", "features", "route_merge", "route_shard"]
+
+log = logging.getLogger(__name__)
+
+_SUBNET_CACHE_SIZE = 8
+
+
+class _Runtime:
+    """Per-process state: settings, Redis, job store, and the loaded model (reloaded if the file changes)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.redis = connect(settings, timeout=30.0)
+        self.jobs = JobStore(self.redis, settings.data_dir)
+        self._model_key: tuple[str, int, int] | None = None
+        self._model: SDRResNet | None = None
+        self._meta: CheckpointMetadata | None = None
+        self._sha256 = ""
+        self._subnets: OrderedDict[str, torch.nn.Module] = OrderedDict()
+        self.route_data: tuple[str, RouteData] | None = None  # (job id, decoded dataset)
+
+    def model(self) -> tuple[SDRResNet, CheckpointMetadata, str]:
+        """The supernet (eval mode), its header and its file digest, loaded once per file version."""
+        from sdr_model import load_checkpoint
+
+        file = self.settings.checkpoint_path
+        st = file.stat()
+        key = (str(file), st.st_mtime_ns, st.st_size)
+        if self._model is None or self._model_key != key:
+            model, meta = load_checkpoint(file)
+            h = hashlib.sha256()
+            with file.open("rb") as f:
+                for chunk in iter(lambda: f.read(1 << 20), b""):
+                    h.update(chunk)
+            self._model, self._meta, self._sha256 = model, meta, h.hexdigest()
+            self._model_key = key
+            self._subnets.clear()
+            self.route_data = None
+            log.info("loaded %s (%s)", file, self._sha256[:12])
+        assert self._meta is not None
+        return self._model, self._meta, self._sha256
+
+    def checked_model(self, expected_sha256: str) -> tuple[SDRResNet, CheckpointMetadata]:
+        model, meta, sha = self.model()
+        if expected_sha256 and sha != expected_sha256:
+            raise _Refused(
+                409,
+                f"this worker serves checkpoint {sha[:12]} but the request was made against {expected_sha256[:12]}; "
+                "API and workers must share SDR_CHECKPOINT (retry after they agree)",
+            )
+        return model, meta
+
+    def subnet(self, path: str, expected_sha256: str) -> torch.nn.Module:
+        from sdr_model import extract_subnet as extract
+
+        model, _ = self.checked_model(expected_sha256)
+        if path not in self._subnets:
+            self._subnets[path] = extract(model, path)
+            while len(self._subnets) > _SUBNET_CACHE_SIZE:
+                self._subnets.popitem(last=False)
+        self._subnets.move_to_end(path)
+        return self._subnets[path]
+
+
+class _Refused(Exception):
+    """A request the worker answers with a 4xx (status, message)."""
+
+    def __init__(self, status: int, detail: str) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.detail = detail
+
+
+@cache
+def _runtime() -> _Runtime:
+    return _Runtime(get_settings())
+
+
+def _hostname(task: Any) -> str:
+    return str(getattr(task.request, "hostname", None) or f"pid{os.getpid()}")
+
+
+# --- weights and features (request-bound, `sdr.interactive` queue) -----------------------------
+
+
+@shared_task(name=TASK_EXTRACT_SUBNET, bind=True)
+def extract_subnet(self: Any, path: str, checkpoint_sha256: str, output: str, reply_key: str) -> dict[str, Any]:
+    """Write sub-net `path` to the shared cache file `output` (atomic) unless it is there already."""
+    from sdr_model import save_subnet
+
+    rt = _runtime()
+    try:
+        target = Path(output)
+        if not target.is_file():
+            model, meta = rt.checked_model(checkpoint_sha256)
+            sizes = (meta.clusters or {}).get("sizes") or {}
+            save_subnet(
+                target, model, path, preprocessing=meta.preprocessing,
+                provenance={"supernet_sha256": checkpoint_sha256, **meta.provenance},
+                cluster_size=sizes.get(path),
+            )
+        reply: dict[str, Any] = {"ok": True, "file": output}
+    except _Refused as exc:
+        reply = {"ok": False, "status": exc.status, "detail": exc.detail}
+    except Exception as exc:
+        log.exception("extract_subnet %s failed", path)
+        reply = {"ok": False, "status": 500, "detail": f"extraction failed: {type(exc).__name__}: {exc}"}
+    send_reply(rt.redis, reply_key, reply)
+    return {k: v for k, v in reply.items() if k != "file"}
+
+
+@shared_task(name=TASK_FEATURES, bind=True)
+def features(
+    self: Any, path: str, checkpoint_sha256: str, files: list[str], output: str, reply_key: str
+) -> dict[str, Any]:
+    """Embed `files` with sub-net `path` (checkpoint preprocessing, batched) into the .npy `output`."""
+    import numpy as np
+    import torch
+
+    from sdr_model.datasets.images import decode_images, normalize
+
+    rt = _runtime()
+    try:
+        subnet = rt.subnet(path, checkpoint_sha256)
+        _, meta = rt.checked_model(checkpoint_sha256)
+        decoded = decode_images(files, meta.preprocessing, num_threads=1)
+        if decoded.skipped:
+            index = {f: i for i, f in enumerate(files)}
+            reply: dict[str, Any] = {
+                "ok": False, "status": 400, "unreadable": [index[s.file] for s in decoded.skipped],
+                "detail": "; ".join(s.reason for s in decoded.skipped),
+            }
+        else:
+            batch = rt.settings.feature_batch_size
+            chunks = []
+            with torch.inference_mode():
+                for start in range(0, len(decoded.pixels), batch):
+                    x = normalize(decoded.pixels[start : start + batch], meta.preprocessing)
+                    chunks.append(subnet(x).float().numpy())  # [B, D] pooled features (num_classes=0)
+            embeddings = np.concatenate(chunks).astype(np.float32)
+            tmp = Path(output).with_name(f".{uuid.uuid4().hex}.npy")
+            np.save(tmp, embeddings)
+            tmp.replace(output)
+            reply = {"ok": True, "shape": list(embeddings.shape)}
+    except _Refused as exc:
+        reply = {"ok": False, "status": exc.status, "detail": exc.detail}
+    except Exception as exc:
+        log.exception("features %s failed", path)
+        reply = {"ok": False, "status": 500, "detail": f"feature extraction failed: {type(exc).__name__}: {exc}"}
+    send_reply(rt.redis, reply_key, reply)
+    return {k: v for k, v in reply.items() if k != "unreadable"}
+
+
+# --- route shards (`sdr.route` queue) -----------------------------------------------------------
+
+
+def _route_options(options: dict[str, Any]) -> RouteOptions:
+    """The library's options from the job's request (unset fields keep the library defaults)."""
+    from sdr_model.routing import RouteOptions
+
+    chosen = {k: options[k] for k in ("scorer", "selection", "k", "seed") if options.get(k) is not None}
+    return RouteOptions(**chosen)
+
+
+def _route_data(rt: _Runtime, job_id: str, options: dict[str, Any], meta: CheckpointMetadata) -> RouteData:
+    """The job's dataset decoded once per process (a worker running several shards reuses it)."""
+    from sdr_model.datasets.labelled import read_dataset, read_manifest
+    from sdr_model.routing import prepare_route_data
+
+    if rt.route_data is not None and rt.route_data[0] == job_id:
+        return rt.route_data[1]
+    if options.get("manifest_file"):
+        labelled = read_manifest(options["manifest_file"], allowed_roots=rt.settings.data_roots)
+    else:
+        root = rt.settings.data_dir / "datasets" / options["dataset_id"] / "data"
+        labelled = read_dataset(root, allowed_roots=[root])
+    data = prepare_route_data(labelled, meta.preprocessing, _route_options(options))
+    rt.route_data = (job_id, data)
+    return data
+
+
+def _error_text(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"
+
+
+def _score_shard(rt: _Runtime, job_id: str, shard: int) -> dict[str, Any]:
+    """The library call of one shard: `score_paths` (or the whole screened route, see `shard_paths`)."""
+    from sdr_model.routing import score_paths
+    from sdr_model.routing.screening import screened_route
+
+    jobs = rt.jobs
+    record = jobs.get(job_id)
+    assert record is not None
+    model, meta = rt.checked_model(record.options.get("checkpoint_sha256", ""))
+    data = _route_data(rt, job_id, record.options, meta)
+    options = _route_options(record.options)
+    paths = jobs.shard_paths(job_id, shard)
+    sub_paths = sum(p is not None for p in paths)
+
+    def progress(done: int, total: int) -> None:  # library steps -> sub-net paths done
+        jobs.report_progress(job_id, shard, int(sub_paths * done / total))
+
+    def should_cancel() -> bool:
+        return jobs.should_stop(job_id)
+
+    if record.options.get("screen"):
+        result = screened_route(model, data, options, progress=progress, should_cancel=should_cancel)
+        return {"route_result": result.to_dict()}
+    return score_paths(model, data, paths, options, progress=progress, should_cancel=should_cancel).to_dict()
+
+
+@shared_task(name=TASK_ROUTE_SHARD, bind=True)
+def route_shard(self: Any, job_id: str, shard: int) -> dict[str, Any]:
+    """Score one prefix subtree of a route job; the last shard to finish queues the merge."""
+    from sdr_model.routing import RouteCancelled
+
+    rt = _runtime()
+    jobs = rt.jobs
+    worker = _hostname(self)
+    outcome = jobs.start_shard(job_id, shard, rt.settings.max_deliveries, worker)
+    if outcome in (ShardStart.JOB_OVER, ShardStart.EXHAUSTED):
+        return {"job_id": job_id, "shard": shard, "outcome": outcome.value}
+    if outcome is ShardStart.RUN:
+        try:
+            partial = _score_shard(rt, job_id, shard)
+        except RouteCancelled:
+            return {"job_id": job_id, "shard": shard, "outcome": "stopped"}
+        except SoftTimeLimitExceeded:
+            jobs.fail_shard(job_id, shard, f"shard {shard} exceeded the time limit of "
+                                           f"{rt.settings.task_soft_time_limit} s (SDR_TASK_SOFT_TIME_LIMIT)")
+            return {"job_id": job_id, "shard": shard, "outcome": "timeout"}
+        except _Refused as exc:
+            jobs.fail_shard(job_id, shard, exc.detail)
+            return {"job_id": job_id, "shard": shard, "outcome": "failed"}
+        except Exception as exc:  # a library error is deterministic: a retry would fail the same way
+            log.error("route %s shard %d failed:\n%s", job_id, shard, traceback.format_exc())
+            jobs.fail_shard(job_id, shard, _error_text(exc))
+            return {"job_id": job_id, "shard": shard, "outcome": "failed"}
+        write_json_atomic(jobs.shard_result_path(job_id, shard), partial)
+        jobs.finish_shard(job_id, shard, worker)
+    # RUN finished, or ALREADY_DONE (an earlier delivery finished but its ack was lost): make sure
+    # the merge is queued once every shard has succeeded. A second merge is a no-op.
+    if jobs.all_shards_succeeded(job_id):
+        self.app.send_task(TASK_ROUTE_MERGE, args=[job_id])
+    return {"job_id": job_id, "shard": shard, "outcome": "succeeded"}
+
+
+@shared_task(name=TASK_ROUTE_MERGE, bind=True)
+def route_merge(self: Any, job_id: str) -> dict[str, Any]:
+    """`merge_scores` over the shards' files; write the result, then mark the job succeeded."""
+    from sdr_model.routing import ShardResult, merge_scores
+
+    rt = _runtime()
+    jobs = rt.jobs
+    record = jobs.get(job_id)
+    if record is None or record.status.terminal:
+        return {"job_id": job_id, "outcome": "skipped"}
+    try:
+        partials = [json.loads(jobs.shard_result_path(job_id, i).read_text()) for i in range(len(record.shards))]
+        if len(partials) == 1 and "route_result" in partials[0]:  # a screened route: one shard did it all
+            result = partials[0]["route_result"]
+        else:
+            result = merge_scores([ShardResult.from_dict(p) for p in partials]).to_dict()
+    except Exception as exc:
+        log.error("route %s merge failed:\n%s", job_id, traceback.format_exc())
+        jobs.finish(job_id, JobStatus.FAILED, f"merging the shards failed: {_error_text(exc)}")
+        return {"job_id": job_id, "outcome": "failed"}
+    write_json_atomic(jobs.result_path(job_id), result)
+    jobs.finish(job_id, JobStatus.SUCCEEDED)
+    return {"job_id": job_id, "outcome": "succeeded"}
