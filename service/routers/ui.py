@@ -8,10 +8,11 @@ with the key the user enters (kept in `sessionStorage`) when auth is on. See `do
 from __future__ import annotations
 
 from pathlib import Path as FsPath
-from typing import Annotated
 
-from fastapi import APIRouter, HTTPException, Path, status
+from fastapi import APIRouter, HTTPException, status
 from fastapi.responses import FileResponse
+
+from service.jobs import JobStore
 
 __all__ = ["WEB_DIR", "router"]
 
@@ -27,8 +28,6 @@ _HEADERS = {"Cache-Control": "no-cache", "Content-Security-Policy": _CSP, "X-Con
             "Referrer-Policy": "no-referrer"}
 _ASSETS = {p.name: p for p in WEB_DIR.iterdir() if p.suffix in _MEDIA_TYPES and p.suffix != ".html"}
 
-JobId = Annotated[str, Path(pattern="^[0-9a-f]{32}$", description="Id from POST /route.")]
-
 router = APIRouter(include_in_schema=False)
 
 
@@ -43,8 +42,10 @@ def index_page() -> FileResponse:
 
 
 @router.get("/ui/route/{job_id}")
-def report_page(job_id: JobId) -> FileResponse:
-    """The report of one route job; the script reads the id from the URL."""
+def report_page(job_id: str) -> FileResponse:
+    """The report of one route job; the script reads the id from the URL (and the job from the API)."""
+    if not JobStore.valid_id(job_id):
+        raise HTTPException(status.HTTP_404_NOT_FOUND, detail=f"{job_id!r} is not a route job id")
     return _page("report.html")
 
 

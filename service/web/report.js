@@ -7,44 +7,73 @@
   const jobId = window.location.pathname.split("/").pop();
   const SVG = "http://www.w3.org/2000/svg";
 
-  // --- reading the result ---------------------------------------------------------------------
+  // --- reading the result (sdr_model/routing/result.py, format "sdr-route" 1) -------------------
 
-  /** [low, high] of a `{"ci": [low, high]}` field, or null. */
-  function interval(entry) {
-    const ci = entry && entry.ci;
-    return Array.isArray(ci) && ci.length === 2 ? ci : null;
-  }
-
-  /** One row per path: its rank, accuracy, gain over W0 and whether it ties with the best. */
+  /** One row per ranked path (best first): rank, scores, gain over W0, tie with the best. */
   function rows(result) {
     const w0 = result.supernet.accuracy;
-    const tied = new Set(result.ties || []);
     return result.paths.map((p, i) => ({
       rank: p.rank ?? i + 1,
       path: p.path,
+      selection: p.selection_score,
       accuracy: p.accuracy,
+      classAccuracy: p.mean_class_accuracy,
       gain: p.accuracy - w0,
-      tied: tied.has(p.path) || p.tied === true,
+      tied: p.tied_with_best === true,
       best: p.path === result.best.path,
     }));
   }
 
+  const level = (result) => `${Math.round(100 * (result.options?.ci_level ?? 0.95))}%`;
+
   // --- summary cards --------------------------------------------------------------------------
 
-  function ciText(ci) {
-    return ci ? `95% CI ${SDR.percent(ci[0])} – ${SDR.percent(ci[1])}` : "no confidence interval in this result";
+  function ciText(ci, label, format = SDR.percent) {
+    return Array.isArray(ci) ? `${label} CI ${format(ci[0])} to ${format(ci[1])}` : "";
   }
 
   function renderSummary(result, table) {
-    const { best, supernet } = result;
+    const { best, supernet, gain } = result;
+    const lvl = level(result);
     $("best-path").textContent = best.path;
     $("best-accuracy").textContent = SDR.percent(best.accuracy);
-    $("best-ci").textContent = ciText(interval(best));
+    $("best-ci").textContent = ciText(best.accuracy_ci, lvl);
     $("w0-accuracy").textContent = SDR.percent(supernet.accuracy);
-    $("w0-ci").textContent = ciText(interval(supernet));
+    $("w0-ci").textContent = ciText(supernet.accuracy_ci, lvl);
     const beating = table.filter((r) => r.gain > 0).length;
-    $("gain-summary").textContent =
-      `Best path: ${SDR.points(best.accuracy - supernet.accuracy)} over W0; ${beating} of ${table.length} paths beat W0.`;
+    const gainValue = gain?.accuracy ?? best.accuracy - supernet.accuracy;
+    const gainCi = ciText(gain?.ci, lvl, SDR.points);
+    $("gain-summary").textContent = `Best path: ${SDR.points(gainValue)} over W0${gainCi ? ` (${gainCi})` : ""}; ` +
+      `${beating} of ${table.length} paths beat W0 on test.`;
+  }
+
+  function renderMethod(result) {
+    const data = result.dataset;
+    const sel = result.selection;
+    const parts = [];
+    if (sel && result.scorer === "knn") {
+      const how = sel.method === "loo" ? "leave-one-out kNN" : "kNN on a selection split carved from train";
+      parts.push(`Paths were ranked by ${how} (k = ${sel.k}) over ${sel.queries} training images.`);
+    } else if (result.scorer) {
+      parts.push(`Paths were ranked by their ${result.scorer.toUpperCase()} score on the training images.`);
+    }
+    if (data) {
+      const count = (split) => Object.values(data.counts[split] || {}).reduce((a, b) => a + b, 0);
+      const source = data.test_source === "given" ? "the archive's test split" : "a stratified held-out split";
+      parts.push(`Accuracies are kNN top-1 on the ${count("test")} test images (${source}), which took no part in ` +
+        `the choice; ${data.classes.length} classes, ${count("train")} training images.`);
+    }
+    $("method").textContent = parts.join(" ");
+  }
+
+  function renderScreening(screening) {
+    if (!screening) return;
+    const agrees = { true: "yes", false: "no", null: "not checked" }[String(screening.agrees_with_full_route)];
+    $("screening-text").textContent =
+      `Every path was scored on ${screening.subset_images} training images, then the best ` +
+      `${screening.candidates.length} on all of them; about ${screening.time_saved_seconds.toFixed(1)} s saved. ` +
+      `Same pick as the full route: ${agrees}.`;
+    $("screening").hidden = false;
   }
 
   // --- weights and the timm snippet -----------------------------------------------------------
@@ -127,49 +156,65 @@
     return [1, 2, 5, 10].map((m) => m * power).find((w) => w >= raw);
   }
 
-  function renderHistogram(table, bestGain) {
+  /**
+   * Histogram bins centred on multiples of their width, so that one bin is centred on a gain of 0.
+   * Test accuracies move in steps of 100 / nTest points: the width is then an odd number of steps
+   * (one step, an exact count per value, unless that makes more than 40 bins), which keeps every
+   * gain off the bin edges.
+   */
+  function bins(gains, nTest) {
+    const lo = Math.min(0, ...gains), hi = Math.max(0, ...gains);
+    let width = niceWidth(Math.max(hi - lo, 1), 16);
+    if (nTest > 0) {
+      const step = 100 / nTest;
+      const m = Math.max(1, Math.ceil((hi - lo) / step / 40));
+      width = (m % 2 === 0 ? m + 1 : m) * step;
+    }
+    const first = Math.round(lo / width);
+    const counts = new Array(Math.round(hi / width) - first + 1).fill(0);
+    for (const g of gains) counts[Math.round(g / width) - first] += 1;
+    return { width, first, counts };
+  }
+
+  function renderHistogram(table, bestGain, nTest) {
     const figure = $("histogram");
     const gains = table.map((r) => 100 * r.gain); // accuracy points
-    let lo = Math.min(0, ...gains);
-    let hi = Math.max(0, ...gains);
-    if (hi - lo < 1e-9) { lo -= 0.5; hi += 0.5; }
-    const width = niceWidth(hi - lo, 16);
-    const start = Math.floor(lo / width) * width;
-    const nBins = Math.max(1, Math.ceil((hi - start) / width + 1e-9));
-    const counts = new Array(nBins).fill(0);
-    for (const g of gains) counts[Math.min(nBins - 1, Math.floor((g - start) / width + 1e-9))] += 1;
+    const { width, first, counts } = bins(gains, nTest);
+    const centre = (i) => (first + i) * width;
     const maxCount = Math.max(...counts);
+    const label = (v) => `${v > 0 ? "+" : v < 0 ? "−" : ""}${Number(Math.abs(v).toFixed(2))}`;
 
     // Drawn at the figure's own width so that text keeps its size on a phone.
     const W = Math.max(300, Math.min(760, figure.clientWidth)), H = 300;
     const m = { left: 52, right: 16, top: 46, bottom: 52 };
-    const x = (v) => m.left + ((v - start) / (nBins * width)) * (W - m.left - m.right);
+    const domain = [centre(0) - width / 2, centre(counts.length - 1) + width / 2];
+    const x = (v) => m.left + ((v - domain[0]) / (domain[1] - domain[0])) * (W - m.left - m.right);
     const y = (c) => H - m.bottom - (c / maxCount) * (H - m.top - m.bottom);
     const beating = gains.filter((g) => g > 0).length;
     const chart = svg("svg", { viewBox: `0 0 ${W} ${H}`, role: "img", "aria-labelledby": "hist-svg-title hist-svg-desc" });
     chart.append(
       svg("title", { id: "hist-svg-title" }, "Histogram of per-path gain over W0"),
       svg("desc", { id: "hist-svg-desc" },
-        `${table.length} paths in bins of ${width} accuracy points; ${beating} paths beat W0. ` +
+        `${table.length} paths in bins ${Number(width.toFixed(2))} accuracy points wide; ${beating} paths beat W0. ` +
         `Bin counts from lowest gain: ${counts.join(", ")}.`),
     );
     counts.forEach((c, i) => {
       if (!c) return;
-      const left = start + i * width;
+      const side = Math.sign(first + i);
       chart.append(svg("rect", {
-        x: x(left) + 1, y: y(c), width: Math.max(1, x(left + width) - x(left) - 2), height: y(0) - y(c),
-        class: left + width <= 0 ? "bar worse" : "bar better",
+        x: x(centre(i) - width / 2) + 1, y: y(c), width: Math.max(1, x(width) - x(0) - 2), height: y(0) - y(c),
+        class: `bar ${side > 0 ? "better" : side < 0 ? "worse" : "same"}`,
       }));
     });
     // Axes and ticks.
     chart.append(svg("line", { x1: m.left, x2: W - m.right, y1: y(0), y2: y(0), class: "axis" }));
     chart.append(svg("line", { x1: m.left, x2: m.left, y1: m.top, y2: y(0), class: "axis" }));
-    const tickEvery = Math.ceil(nBins / Math.max(3, Math.floor(W / 80)));
-    for (let i = 0; i <= nBins; i += tickEvery) {
-      const v = start + i * width;
-      chart.append(svg("text", { x: x(v), y: y(0) + 18, class: "tick", "text-anchor": "middle" },
-        `${v > 0 ? "+" : ""}${Number(v.toFixed(6))}`));
-    }
+    const tickEvery = Math.ceil(counts.length / Math.max(3, Math.floor(W / 80)));
+    counts.forEach((_, i) => {
+      if ((first + i) % tickEvery !== 0) return;
+      chart.append(svg("text", { x: x(centre(i)), y: y(0) + 18, class: "tick", "text-anchor": "middle" },
+        label(centre(i))));
+    });
     for (const c of [0, Math.ceil(maxCount / 2), maxCount]) {
       chart.append(svg("text", { x: m.left - 6, y: y(c) + 4, class: "tick", "text-anchor": "end" }, String(c)));
     }
@@ -186,50 +231,63 @@
     chart.append(svg("line", { x1: bx, x2: bx, y1: 38, y2: y(0), class: "marker best" }));
     chart.append(svg("text", { x: labelX(bx), y: 33, class: "label", "text-anchor": "middle" }, "best"));
     figure.replaceChildren(chart);
-    $("hist-caption").textContent =
-      `Accuracy of each path minus the supernet W0's; bars right of W0 are paths that beat it (${beating} of ${table.length}).`;
+    $("hist-caption").textContent = `Test accuracy of each path minus the supernet W0's, in points ` +
+      `(${beating} of ${table.length} paths beat W0): green bars are above 0, red below, grey centred on 0.`;
   }
 
   // --- ranking table --------------------------------------------------------------------------
 
-  const COLUMNS = [
-    { key: "rank", label: "Rank", text: (r) => String(r.rank) },
-    { key: "path", label: "Path", text: (r) => r.path },
-    { key: "accuracy", label: "Accuracy", text: (r) => SDR.percent(r.accuracy) },
-    { key: "gain", label: "Gain", text: (r) => SDR.points(r.gain).replace(" pts", "") },
-    { key: "tied", label: "Tie", text: (r) => (r.best ? "best" : r.tied ? "≈" : "") },
-  ];
+  /** Table columns: `text` is what a cell shows, `value` what it sorts by (first click: `first`). */
+  function columns(result) {
+    const score = result.scorer === "knn" ? SDR.percent : (v) => v.toFixed(4);
+    return [
+      { key: "rank", label: "Rank", value: (r) => r.rank, first: "ascending", text: (r) => String(r.rank) },
+      { key: "path", label: "Path", value: (r) => r.path, first: "ascending", text: (r) => r.path },
+      { key: "tie", label: "Tie", value: (r) => (r.best ? 2 : r.tied ? 1 : 0), first: "descending",
+        text: (r) => (r.best ? "best" : r.tied ? "≈" : "") },
+      { key: "accuracy", label: "Accuracy", value: (r) => r.accuracy, first: "descending",
+        text: (r) => SDR.percent(r.accuracy) },
+      { key: "gain", label: "Gain", value: (r) => r.gain, first: "descending",
+        text: (r) => SDR.points(r.gain).replace(" pts", "") },
+      { key: "selection", label: "Selection score", value: (r) => r.selection, first: "descending",
+        text: (r) => score(r.selection) },
+      { key: "class-accuracy", label: "Class-mean accuracy", value: (r) => r.classAccuracy, first: "descending",
+        text: (r) => SDR.percent(r.classAccuracy) },
+    ];
+  }
 
-  function renderTable(table) {
+  function renderTable(table, result) {
+    const cols = columns(result);
     const head = $("ranking-head");
     const body = $("ranking").tBodies[0];
-    let sort = { key: "rank", ascending: true };
+    let sort = { column: cols[0], direction: "ascending" };
 
     function draw() {
-      const sign = sort.ascending ? 1 : -1;
+      const { column, direction } = sort;
+      const sign = direction === "ascending" ? 1 : -1;
       const sorted = [...table].sort((a, b) => {
-        const va = a[sort.key], vb = b[sort.key];
-        const order = typeof va === "string" ? va.localeCompare(vb) : Number(va) - Number(vb);
+        const va = column.value(a), vb = column.value(b);
+        const order = typeof va === "string" ? va.localeCompare(vb) : va - vb;
         return sign * order || a.rank - b.rank;
       });
       body.replaceChildren(...sorted.map((r) => {
         const tr = document.createElement("tr");
         if (r.best) tr.className = "is-best";
         else if (r.tied) tr.className = "is-tied";
-        for (const col of COLUMNS) {
-          const td = document.createElement(col.key === "path" ? "th" : "td");
-          if (col.key === "path") td.scope = "row";
-          td.textContent = col.text(r);
-          tr.append(td);
+        for (const col of cols) {
+          const cell = document.createElement(col.key === "path" ? "th" : "td");
+          if (col.key === "path") cell.scope = "row";
+          cell.textContent = col.text(r);
+          tr.append(cell);
         }
         return tr;
       }));
       for (const th of head.children) {
-        th.setAttribute("aria-sort", th.dataset.key === sort.key ? (sort.ascending ? "ascending" : "descending") : "none");
+        th.setAttribute("aria-sort", th.dataset.key === column.key ? direction : "none");
       }
     }
 
-    head.replaceChildren(...COLUMNS.map((col) => {
+    head.replaceChildren(...cols.map((col) => {
       const th = document.createElement("th");
       th.scope = "col";
       th.dataset.key = col.key;
@@ -237,10 +295,9 @@
       button.type = "button";
       button.textContent = col.label;
       button.addEventListener("click", () => {
-        // Numbers other than rank read best-first; a second click reverses.
-        sort = sort.key === col.key
-          ? { key: col.key, ascending: !sort.ascending }
-          : { key: col.key, ascending: col.key === "rank" || col.key === "path" };
+        const again = sort.column === col;
+        const flipped = sort.direction === "ascending" ? "descending" : "ascending";
+        sort = { column: col, direction: again ? flipped : col.first };
         draw();
       });
       th.append(button);
@@ -248,9 +305,12 @@
     }));
     draw();
     const ties = table.filter((r) => r.tied && !r.best).length;
-    $("ties-note").textContent =
-      `${ties} other path${ties === 1 ? " is" : "s are"} statistically tied with the best (≈: a paired bootstrap ` +
-      "cannot tell them apart). Gain is in accuracy points over W0. Click a column header to sort.";
+    $("ties-note").textContent = (result.ties === null
+      ? "This scorer gives no per-image evidence, so ties with the best are not computed. "
+      : `${ties} other path${ties === 1 ? " is" : "s are"} statistically tied with the best (≈: a paired ` +
+        "bootstrap of the selection evidence cannot tell them apart). ") +
+      "Accuracy and gain (points over W0) are on test; the selection score ranked the paths. " +
+      "Click a column header to sort.";
   }
 
   // --- skipped files and timings --------------------------------------------------------------
@@ -259,7 +319,7 @@
     const list = $("skipped");
     list.replaceChildren(...skipped.map((s) => {
       const li = document.createElement("li");
-      li.textContent = typeof s === "string" ? s : `${s.file}: ${s.reason}`;
+      li.textContent = `${s.file}: ${s.reason}`;
       return li;
     }));
     $("skipped-none").hidden = skipped.length > 0;
@@ -270,7 +330,7 @@
       const div = document.createElement("div");
       const dt = document.createElement("dt");
       const dd = document.createElement("dd");
-      dt.textContent = name.replace(/_s$|_seconds$/, "").replaceAll("_", " ");
+      dt.textContent = name.replace(/_seconds$/, "").replaceAll("_", " ");
       dd.textContent = `${Number(seconds).toFixed(2)} s`;
       div.append(dt, dd);
       return div;
@@ -300,8 +360,11 @@
     const result = job.result;
     const table = rows(result);
     renderSummary(result, table);
-    const drawHistogram = () => renderHistogram(table, result.best.accuracy - result.supernet.accuracy);
-    renderTable(table);
+    renderMethod(result);
+    renderScreening(result.screening);
+    const testImages = Object.values(result.dataset?.counts?.test ?? {}).reduce((a, b) => a + b, 0);
+    const drawHistogram = () => renderHistogram(table, table.find((r) => r.best).gain, testImages);
+    renderTable(table, result);
     renderSkipped(result.skipped || []);
     renderTimings(result.timings || {});
     $("report").hidden = false;
