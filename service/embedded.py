@@ -9,6 +9,7 @@ worker (warm shutdown, then kill), then Redis (which flushes its AOF on SIGTERM)
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
@@ -89,7 +90,8 @@ class EmbeddedRedis:
             "--daemonize", "no",
             "--logfile", str(self.socket.parent / "redis.log"),
         ]
-        self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL)
+        # Own session: a terminal's Ctrl-C reaches `sdr serve` only, which stops Redis last.
+        self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, start_new_session=True)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -148,8 +150,13 @@ class SupervisedWorker:
         env["SDR_DATA_DIR"] = str(self.settings.data_dir.resolve())
         return env
 
+    def _spawn(self) -> subprocess.Popen[bytes]:
+        # Own session: a terminal's Ctrl-C must not stop the worker behind the supervisor's back
+        # (it would be restarted); `stop()` shuts it down in order.
+        return subprocess.Popen(self.cmd, env=self._env(), stdin=subprocess.DEVNULL, start_new_session=True)
+
     def start(self) -> None:
-        self.proc = subprocess.Popen(self.cmd, env=self._env(), stdin=subprocess.DEVNULL)
+        self.proc = self._spawn()
         log.info("worker started (pid %d): %s", self.proc.pid, " ".join(self.cmd))
         self._thread.start()
 
@@ -159,7 +166,7 @@ class SupervisedWorker:
                 log.error("worker exited with %s; restarting it in 2 s", self.proc.returncode)
                 if self._stopping.wait(2.0):
                     return
-                self.proc = subprocess.Popen(self.cmd, env=self._env(), stdin=subprocess.DEVNULL)
+                self.proc = self._spawn()
                 log.info("worker restarted (pid %d)", self.proc.pid)
 
     def stop(self, timeout: float = 20.0) -> None:
@@ -174,6 +181,15 @@ class SupervisedWorker:
             log.warning("worker did not stop within %g s; killing it", timeout)
             self.proc.kill()
             self.proc.wait()
+
+
+class _Stop(Exception):
+    """Raised by the signal handler so `serve`'s cleanup runs."""
+
+
+def _raise_stop(signum: int, frame: object) -> None:
+    log.info("received %s: stopping", signal.Signals(signum).name)
+    raise _Stop
 
 
 def serve(settings: Settings, host: str, port: int, *, start_worker: bool = True) -> int:
@@ -194,8 +210,16 @@ def serve(settings: Settings, host: str, port: int, *, start_worker: bool = True
             worker.start()
         log.info("serving %s on http://%s:%d (data dir %s)", settings.checkpoint_path, host, port, settings.data_dir)
         config = uvicorn.Config(create_app(settings), host=host, port=port, log_level=settings.log_level.lower())
-        uvicorn.Server(config).run()  # returns on SIGINT / SIGTERM
+        # uvicorn handles SIGINT / SIGTERM itself, and after its graceful shutdown re-raises the
+        # signal to whatever handler was installed before it ran. The default SIGTERM handler would
+        # end this process on the spot and orphan the worker and Redis; this one unwinds instead.
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, _raise_stop)
+        with contextlib.suppress(_Stop):
+            uvicorn.Server(config).run()
     finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):  # a second Ctrl-C must not cut the cleanup short
+            signal.signal(sig, lambda signum, frame: log.warning("already stopping; please wait"))
         if worker is not None:
             worker.stop()
         if embedded_redis is not None:

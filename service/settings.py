@@ -81,6 +81,9 @@ class Settings(BaseSettings):
     wait_timeout: float = Field(
         default=120.0, gt=0, description="Seconds the API waits for a weights/features task before a 503."
     )
+    device: str = Field(
+        default="auto", description="Where workers run the model: auto (cuda if available), cpu, cuda, cuda:1, ..."
+    )
     feature_batch_size: int = Field(default=64, ge=1, description="Images per forward pass in the features task.")
 
     # --- limits ------------------------------------------------------------------------------

@@ -57,6 +57,15 @@ class _Runtime:
         self._subnets: OrderedDict[str, torch.nn.Module] = OrderedDict()
         self.route_data: tuple[str, RouteData] | None = None  # (job id, decoded dataset)
 
+    @property
+    def device(self) -> str:
+        """`SDR_DEVICE`, with `auto` resolved once torch is imported (in a child, never the parent)."""
+        import torch
+
+        if self.settings.device == "auto":
+            return "cuda" if torch.cuda.is_available() else "cpu"
+        return self.settings.device
+
     def model(self) -> tuple[SDRResNet, CheckpointMetadata, str]:
         """The supernet (eval mode), its header and its file digest, loaded once per file version."""
         from sdr_model import load_checkpoint
@@ -65,7 +74,7 @@ class _Runtime:
         st = file.stat()
         key = (str(file), st.st_mtime_ns, st.st_size)
         if self._model is None or self._model_key != key:
-            model, meta = load_checkpoint(file)
+            model, meta = load_checkpoint(file, self.device)
             h = hashlib.sha256()
             with file.open("rb") as f:
                 for chunk in iter(lambda: f.read(1 << 20), b""):
@@ -173,8 +182,8 @@ def features(
             chunks = []
             with torch.inference_mode():
                 for start in range(0, len(decoded.pixels), batch):
-                    x = normalize(decoded.pixels[start : start + batch], meta.preprocessing)
-                    chunks.append(subnet(x).float().numpy())  # [B, D] pooled features (num_classes=0)
+                    x = normalize(decoded.pixels[start : start + batch].to(rt.device), meta.preprocessing)
+                    chunks.append(subnet(x).float().cpu().numpy())  # [B, D] pooled features (num_classes=0)
             embeddings = np.concatenate(chunks).astype(np.float32)
             tmp = Path(output).with_name(f".{uuid.uuid4().hex}.npy")
             np.save(tmp, embeddings)
@@ -242,9 +251,11 @@ def _score_shard(rt: _Runtime, job_id: str, shard: int) -> dict[str, Any]:
         return jobs.should_stop(job_id)
 
     if record.options.get("screen"):
-        result = screened_route(model, data, options, progress=progress, should_cancel=should_cancel)
+        result = screened_route(model, data, options, device=rt.device, progress=progress,
+                                should_cancel=should_cancel)
         return {"route_result": result.to_dict()}
-    return score_paths(model, data, paths, options, progress=progress, should_cancel=should_cancel).to_dict()
+    return score_paths(model, data, paths, options, device=rt.device, progress=progress,
+                       should_cancel=should_cancel).to_dict()
 
 
 @shared_task(name=TASK_ROUTE_SHARD, bind=True)
