@@ -117,6 +117,10 @@ def routed_job(browser: Any, live_url: str, tmp_path_factory: pytest.TempPathFac
     dialog = page.locator("#key-dialog")
     dialog.wait_for(state="visible")  # GET /subnets answered 401
     violations_with_dialog = _axe_violations(page)
+    page.fill("#key-input", "not-the-key")
+    page.click("#key-dialog button[value=ok]")
+    page.locator("#key-reason", has_text="That key was refused").wait_for()  # asked again, not stored
+    assert dialog.is_visible()
     page.fill("#key-input", API_KEY)
     page.click("#key-dialog button[value=ok]")
     page.locator("#checkpoint").wait_for(state="visible")
