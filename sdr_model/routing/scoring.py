@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 from sdr_model.routing.gbc import gbc_score
 from sdr_model.routing.knn import knn_accuracy
@@ -108,7 +109,11 @@ def score_features(path: str | None, features: np.ndarray, plan: RoutePlan, opti
         selection_score, selection_correct = selection[options.k].top1, selection[options.k].correct
     else:
         train = plan.train
-        selection_score = TRANSFERABILITY_SCORES[options.scorer](features[train], labels[train])
+        # One BLAS thread: these are small dense problems (D <= a few thousand) where threads gain
+        # little, and multi-threaded OpenBLAS on cores shared with other processes (a worker beside
+        # the API, other workers) was measured 100x slower on 160-d features.
+        with threadpool_limits(limits=1, user_api="blas"):
+            selection_score = TRANSFERABILITY_SCORES[options.scorer](features[train], labels[train])
         selection_correct = None
     top1: dict[int, float] = {}
     mean_per_class: dict[int, float] = {}

@@ -1,0 +1,93 @@
+"""Shared-prefix features equal per-path `forward_features`, for every path of both presets."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from sdr_model import all_paths, create_model, default_preprocessing
+from sdr_model.batchnorm import SplitBatchNorm2d
+from sdr_model.datasets import normalize
+from sdr_model.routing import RouteCancelled, prefix_tree_features
+from sdr_model.supernet import SDRResNet
+
+
+def _randomized(name: str) -> SDRResNet:
+    """A preset with random BN affine weights and per-prefix statistics.
+
+    Fresh BN tables are identical across prefixes (zeros and ones) and timm's zero-init of the last
+    BN silences residual branches, so a walk that used the wrong prefix row would go unnoticed.
+    """
+    torch.manual_seed(0)
+    model = create_model(name)
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, SplitBatchNorm2d | torch.nn.BatchNorm2d):
+                module.weight.uniform_(0.5, 1.5)
+                module.bias.normal_(0.0, 0.1)
+                module.running_mean.normal_(0.0, 0.1)
+                module.running_var.uniform_(0.5, 2.0)
+            if isinstance(module, SplitBatchNorm2d):
+                module.prefix_mean.normal_(0.0, 0.1)
+                module.prefix_var.uniform_(0.5, 2.0)
+    return model.eval()
+
+
+def _check_all_paths(name: str, size: int) -> None:
+    model = _randomized(name)
+    preprocessing = default_preprocessing(name)
+    pixels = torch.randint(0, 256, (2, model.config.in_chans, size, size), dtype=torch.uint8)
+    paths = [None, *all_paths()]
+    shared = prefix_tree_features(model, pixels, preprocessing, paths, batch_size=2)
+    x = normalize(pixels, preprocessing)
+    with torch.inference_mode():
+        for path in paths:
+            expected = model.forward_features(x, path).numpy()
+            np.testing.assert_allclose(shared[path], expected, rtol=0, atol=1e-5, err_msg=f"path {path}")
+    # The check can fail: paths really differ, so a mix-up of prefixes would show.
+    assert np.abs(shared["0000"] - shared["3210"]).max() > 1e-2
+
+
+def test_shared_prefix_equals_per_path_sdr_tiny() -> None:
+    _check_all_paths("sdr_tiny", 64)
+
+
+@pytest.mark.slow
+def test_shared_prefix_equals_per_path_sdr_resnet50() -> None:
+    _check_all_paths("sdr_resnet50", 64)
+
+
+def test_subsets_batches_and_order_do_not_change_features() -> None:
+    model = _randomized("sdr_tiny")
+    preprocessing = default_preprocessing("sdr_tiny")
+    pixels = torch.randint(0, 256, (5, 1, 64, 64), dtype=torch.uint8)
+    whole = prefix_tree_features(model, pixels, preprocessing, [None, "0123", "0120", "3333"], batch_size=5)
+    part = prefix_tree_features(model, pixels, preprocessing, ["3333", "0123"], batch_size=2)
+    for path in ("0123", "3333"):
+        np.testing.assert_allclose(part[path], whole[path], atol=1e-5)
+    assert whole[None].shape == (5, model.num_features) and whole["0120"].shape == (5, model.subnet_num_features)
+
+
+def test_progress_cancel_and_input_checks() -> None:
+    model = _randomized("sdr_tiny")
+    preprocessing = default_preprocessing("sdr_tiny")
+    pixels = torch.randint(0, 256, (5, 1, 64, 64), dtype=torch.uint8)
+    calls: list[tuple[int, int]] = []
+    prefix_tree_features(
+        model, pixels, preprocessing, ["0000"], batch_size=2, on_batch=lambda d, t: calls.append((d, t))
+    )
+    assert calls == [(1, 3), (2, 3), (3, 3)]
+
+    polls = []
+
+    def cancel_after_two() -> bool:
+        polls.append(1)
+        return len(polls) > 2
+
+    with pytest.raises(RouteCancelled, match="after 2 of 3"):
+        prefix_tree_features(model, pixels, preprocessing, ["0000"], batch_size=2, should_cancel=cancel_after_two)
+    with pytest.raises(ValueError, match="duplicate"):
+        prefix_tree_features(model, pixels, preprocessing, ["0000", "0000"])
+    with pytest.raises(ValueError, match="eval mode"):
+        prefix_tree_features(model.train(), pixels, preprocessing, ["0000"])
