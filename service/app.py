@@ -10,10 +10,7 @@ import logging
 
 import redis
 from fastapi import FastAPI, Request, status
-from fastapi.exception_handlers import http_exception_handler
 from fastapi.responses import JSONResponse
-from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.middleware.body_limit import MAX_BODY_SIZE_SCOPE_KEY
 
 from sdr_model.datasets.archive import ArchiveLimits
 from service.celery_app import create_celery
@@ -21,6 +18,7 @@ from service.checkpoint_info import CheckpointWatcher
 from service.datasets_store import DatasetStore
 from service.deps import ServiceState
 from service.jobs import JobStore
+from service.limits import BodyLimitMiddleware, endpoint_limits
 from service.metrics import MetricsMiddleware, ServiceMetrics
 from service.redis_store import connect
 from service.routers import datasets, health, route, subnets, ui
@@ -69,7 +67,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version="0.1.0",
         summary="Scalable Dynamic Routing as a service: route a dataset, get the best sub-net.",
         description=_DESCRIPTION,
-        max_body_size=settings.max_json_bytes,
     )
     app.state.service = state
     app.include_router(health.router)
@@ -77,16 +74,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(route.router)
     app.include_router(subnets.build_router(settings))
     app.include_router(ui.router)
-    app.add_middleware(MetricsMiddleware, metrics=state.metrics)
-
-    @app.exception_handler(StarletteHTTPException)
-    async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        if exc.status_code == status.HTTP_413_CONTENT_TOO_LARGE and exc.detail == "Content Too Large":
-            limit = request.scope.get(MAX_BODY_SIZE_SCOPE_KEY)
-            exc = StarletteHTTPException(413, detail=f"request body exceeds this endpoint's limit of {limit} bytes")
-        response = await http_exception_handler(request, exc)
-        assert isinstance(response, JSONResponse)
-        return response
+    app.add_middleware(
+        BodyLimitMiddleware,
+        limit_for=endpoint_limits(
+            max_upload=settings.max_upload_bytes + 64 * 1024,  # + multipart framing
+            max_features=settings.max_feature_files * (settings.max_feature_file_bytes + 4096),
+            max_json=settings.max_json_bytes,
+        ),
+    )
+    app.add_middleware(MetricsMiddleware, metrics=state.metrics)  # outermost: it also counts 413s
 
     @app.exception_handler(redis.RedisError)
     async def _broker_down(request: Request, exc: redis.RedisError) -> JSONResponse:

@@ -18,7 +18,7 @@ DatasetId = Annotated[str, Path(description="Id from POST /datasets.", examples=
 
 
 def build_router(settings: Settings) -> APIRouter:
-    """The datasets router; the upload's body cap comes from `settings` (413 while streaming)."""
+    """The datasets router (its upload body cap is enforced by `service.limits`)."""
     router = APIRouter(prefix="/datasets", tags=["datasets"], dependencies=[Depends(require_api_key)])
 
     @router.post(
@@ -26,7 +26,6 @@ def build_router(settings: Settings) -> APIRouter:
         status_code=status.HTTP_201_CREATED,
         response_model=DatasetInfo,
         summary="Upload a labelled dataset archive",
-        max_body_size=settings.max_upload_bytes + 64 * 1024,  # + multipart framing
         form_limits={"max_files": 1, "max_fields": 0},
         responses={
             400: {"model": ErrorBody, "description": "Not a usable dataset; the message names the member."},

@@ -167,7 +167,6 @@ def build_router(settings: Settings) -> APIRouter:
         "/{path}/features",
         response_model=FeaturesResponse,
         summary="Embed images with a sub-net",
-        max_body_size=max_files * (max_file_bytes + 4096),
         form_limits={"max_files": max_files, "max_fields": 0},
         responses={
             200: {"content": {NPY_MEDIA_TYPE: {}},
