@@ -43,6 +43,9 @@ test-fast: setup
 bench: setup
 	$(BIN)/python -m benchmarks.run_all
 
+evidence: setup
+	$(BIN)/python -m docs.evidence.run
+
 lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
