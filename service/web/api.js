@@ -89,6 +89,11 @@ const SDR = (() => {
     setTimeout(() => URL.revokeObjectURL(url), 10_000);
   }
 
+  /** The Error that a job which did not succeed ends a page's work with. */
+  function jobError(job) {
+    return new Error(job.status === "cancelled" ? "The route was cancelled." : `The route failed: ${job.error}`);
+  }
+
   function showError(error) {
     const box = document.getElementById("error");
     box.textContent = error instanceof Error ? error.message : String(error);
@@ -98,5 +103,5 @@ const SDR = (() => {
   const percent = (x) => `${(100 * x).toFixed(1)}%`;
   const points = (x) => `${x > 0 ? "+" : x < 0 ? "−" : "±"}${Math.abs(100 * x).toFixed(1)} pts`;
 
-  return { api, json, pollJob, showProgress, download, showError, percent, points };
+  return { api, json, pollJob, showProgress, download, jobError, showError, percent, points };
 })();

@@ -18,8 +18,13 @@
   }
 
   function describeDataset(dataset) {
+    const order = (split) => ({ train: 0, test: 1 })[split] ?? 2;
     const splits = Object.entries(dataset.counts)
-      .map(([split, perClass]) => `${Object.values(perClass).reduce((a, b) => a + b, 0)} ${split}`)
+      .sort(([a], [b]) => order(a) - order(b))
+      .map(([split, perClass]) => {
+        const n = Object.values(perClass).reduce((x, y) => x + y, 0);
+        return `${n} ${split === "all" ? "unsplit" : split}`;
+      })
       .join(", ");
     let text = `${dataset.classes.length} classes, ${splits} images`;
     if (dataset.unreadable.length) text += `, ${dataset.unreadable.length} unreadable`;
@@ -51,11 +56,11 @@
 
     const job = await SDR.pollJob(jobId, SDR.showProgress);
     $("cancel").hidden = true;
-    if (job.status === "succeeded") {
-      window.location.assign(reportUrl);
-    } else {
-      throw new Error(`The route ${job.status}${job.error ? `: ${job.error}` : "."}`);
+    if (job.status !== "succeeded") {
+      $("report-link").hidden = true;
+      throw SDR.jobError(job);
     }
+    window.location.assign(reportUrl);
   }
 
   form.addEventListener("submit", async (event) => {

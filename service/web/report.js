@@ -239,7 +239,7 @@
 
   /** Table columns: `text` is what a cell shows, `value` what it sorts by (first click: `first`). */
   function columns(result) {
-    const score = result.scorer === "knn" ? SDR.percent : (v) => v.toFixed(4);
+    const score = result.scorer === "knn" ? SDR.percent : (v) => v.toFixed(4).replace("-", "−");
     return [
       { key: "rank", label: "Rank", value: (r) => r.rank, first: "ascending", text: (r) => String(r.rank) },
       { key: "path", label: "Path", value: (r) => r.path, first: "ascending", text: (r) => r.path },
@@ -354,7 +354,7 @@
       $("progress-card").hidden = false;
       job = await SDR.pollJob(jobId, showJob);
     }
-    if (job.status !== "succeeded") throw new Error(`The route ${job.status}${job.error ? `: ${job.error}` : "."}`);
+    if (job.status !== "succeeded") throw SDR.jobError(job);
     $("progress-card").hidden = true;
 
     const result = job.result;
