@@ -16,7 +16,7 @@ from sdr_model.datasets.archive import ArchiveLimits
 from service.celery_app import create_celery
 from service.checkpoint_info import CheckpointWatcher
 from service.datasets_store import DatasetStore
-from service.deps import ServiceState
+from service.deps import InflightLimiter, ServiceState
 from service.jobs import JobStore
 from service.limits import BodyLimitMiddleware, endpoint_limits
 from service.metrics import MetricsMiddleware, ServiceMetrics
@@ -61,6 +61,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         ),
         checkpoint=CheckpointWatcher(settings.checkpoint_path),
         metrics=ServiceMetrics(client, jobs),
+        inflight=InflightLimiter(settings.max_inflight_requests),
     )
     app = FastAPI(
         title="SDR Router",

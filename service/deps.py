@@ -6,7 +6,10 @@ one process (tests) never share clients, registries or settings.
 
 from __future__ import annotations
 
+import contextlib
 import hmac
+import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Annotated
 
@@ -25,6 +28,7 @@ __all__ = [
     "CeleryDep",
     "CheckpointDep",
     "DatasetsDep",
+    "InflightLimiter",
     "JobsDep",
     "RedisDep",
     "ServiceState",
@@ -32,6 +36,30 @@ __all__ = [
     "StateDep",
     "require_api_key",
 ]
+
+
+class InflightLimiter:
+    """Bounds the weights/features requests an API process waits on at once.
+
+    Each one holds a threadpool thread while a worker computes; beyond the bound a client gets a
+    429 with `Retry-After` at once rather than a timeout later (overload is never a 5xx).
+    """
+
+    def __init__(self, limit: int) -> None:
+        self._slots = threading.BoundedSemaphore(limit)
+
+    @contextlib.contextmanager
+    def slot(self) -> Iterator[None]:
+        if not self._slots.acquire(blocking=False):
+            raise HTTPException(
+                status.HTTP_429_TOO_MANY_REQUESTS,
+                detail="too many weights/features requests in progress; retry shortly",
+                headers={"Retry-After": "2"},
+            )
+        try:
+            yield
+        finally:
+            self._slots.release()
 
 
 @dataclass
@@ -45,6 +73,7 @@ class ServiceState:
     datasets: DatasetStore
     checkpoint: CheckpointWatcher
     metrics: ServiceMetrics
+    inflight: InflightLimiter
 
 
 def _state(request: Request) -> ServiceState:

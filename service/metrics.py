@@ -22,13 +22,22 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from service.celery_app import INTERACTIVE_QUEUE, ROUTE_QUEUE
 from service.jobs import JobStore
 
-__all__ = ["MetricsMiddleware", "ServiceMetrics"]
+__all__ = ["MetricsMiddleware", "ServiceMetrics", "queued_tasks"]
 
 log = logging.getLogger(__name__)
 
 # kombu's Redis transport keeps one list per queue and priority step: "q", "q\x06\x163", ...
 _PRIORITY_SEP = "\x06\x16"
 _PRIORITY_STEPS = (0, 3, 6, 9)
+
+
+def queued_tasks(client: redis.Redis, queue: str) -> int:
+    """Tasks waiting in one Celery queue (all priority steps of kombu's Redis transport)."""
+    names = [queue if step == 0 else f"{queue}{_PRIORITY_SEP}{step}" for step in _PRIORITY_STEPS]
+    pipe = client.pipeline(transaction=False)
+    for name in names:
+        pipe.llen(name)
+    return int(sum(pipe.execute()))
 
 
 class _RedisCollector(Collector):
@@ -49,11 +58,7 @@ class _RedisCollector(Collector):
             for status in ("succeeded", "failed", "cancelled"):
                 outcomes.add_metric([status], counts.get(status, 0))
             for queue in (ROUTE_QUEUE, INTERACTIVE_QUEUE):
-                names = [queue if step == 0 else f"{queue}{_PRIORITY_SEP}{step}" for step in _PRIORITY_STEPS]
-                pipe = self.client.pipeline(transaction=False)
-                for name in names:
-                    pipe.llen(name)
-                depth.add_metric([queue], sum(pipe.execute()))
+                depth.add_metric([queue], queued_tasks(self.client, queue))
         except redis.RedisError as exc:  # a scrape must not fail because the broker is down
             log.warning("metrics: broker unavailable (%s)", exc)
             return

@@ -96,6 +96,12 @@ class Settings(BaseSettings):
         default=4 * 2**30, ge=1, description="Largest total uncompressed size of a dataset archive."
     )
     max_archive_ratio: float = Field(default=200.0, gt=1, description="Largest compression ratio of an archive.")
+    max_queued_tasks: int = Field(
+        default=10_000, ge=1, description="POST /route answers 429 while more route tasks than this wait."
+    )
+    max_inflight_requests: int = Field(
+        default=16, ge=1, description="Weights/features requests one API process waits on at once (else 429)."
+    )
     max_manifest_entries: int = Field(default=200_000, ge=1, description="Most entries in an inline manifest.")
 
     # --- security and ops --------------------------------------------------------------------

@@ -18,10 +18,11 @@ from fastapi.concurrency import run_in_threadpool
 
 from sdr_model.datasets.labelled import DatasetError, read_manifest
 from sdr_model.paths import PathError, all_paths, parse_path
-from service.celery_app import TASK_ROUTE_SHARD
+from service.celery_app import ROUTE_QUEUE, TASK_ROUTE_SHARD
 from service.checkpoint_info import CheckpointInfo
 from service.deps import CeleryDep, CheckpointDep, DatasetsDep, JobsDep, SettingsDep, require_api_key
 from service.jobs import JobRecord, JobStatus, write_text_atomic
+from service.metrics import queued_tasks
 from service.schemas import ErrorBody, Progress, RouteAccepted, RouteJob, RouteRequest, ShardState
 from service.settings import Settings
 
@@ -128,6 +129,7 @@ def _to_response(record: JobRecord, result: dict[str, object] | None) -> RouteJo
     responses={
         400: {"model": ErrorBody, "description": "Bad manifest entry or path; the message names it."},
         404: {"model": ErrorBody, "description": "Unknown dataset id."},
+        429: {"model": ErrorBody, "description": "Too many route tasks waiting; see Retry-After."},
         503: {"model": ErrorBody, "description": "Broker unavailable; nothing was queued."},
     },
 )
@@ -141,6 +143,14 @@ async def start_route(
     ckpt: CheckpointDep,
 ) -> RouteAccepted:
     """Queue a route job: one Celery task per prefix-subtree shard. Poll the `Location`."""
+    waiting = queued_tasks(jobs.r, ROUTE_QUEUE)
+    if waiting + settings.route_shards > settings.max_queued_tasks:
+        raise HTTPException(
+            status.HTTP_429_TOO_MANY_REQUESTS,
+            detail=f"{waiting} route tasks are waiting (limit SDR_MAX_QUEUED_TASKS={settings.max_queued_tasks}); "
+            "retry later",
+            headers={"Retry-After": "30"},
+        )
     paths = _validate_paths(body.paths, ckpt)
     options = body.model_dump(exclude={"manifest"})
     manifest: list[dict[str, str]] | None = None

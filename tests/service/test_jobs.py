@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator
 
 import pytest
@@ -87,3 +88,21 @@ def test_body_limits_answer_413_while_streaming(settings: Settings, redis_server
         r = c.post("/route", content=chunks(), headers={"Content-Type": "application/json"})
         assert "content-length" not in r.request.headers
         assert r.status_code == 413 and "limit of 500 bytes" in r.json()["detail"]
+
+
+def test_overload_is_429_with_retry_after(settings: Settings, redis_server: EmbeddedRedis,
+                                          dataset_id: str) -> None:
+    from service.app import create_app
+    from tests.service.support import make_image, png_bytes
+
+    app = create_app(settings.model_copy(update={"max_queued_tasks": 1}))
+    with TestClient(app) as c:
+        r = c.post("/route", json={"dataset_id": dataset_id})
+        assert r.status_code == 429 and r.headers["retry-after"] and "SDR_MAX_QUEUED_TASKS" in r.json()["detail"]
+        slots = app.state.service.inflight
+        with contextlib.ExitStack() as held:
+            for _ in range(settings.max_inflight_requests):
+                held.enter_context(slots.slot())
+            r = c.post("/subnets/0000/features", files=[("files", ("a.png", png_bytes(make_image(0, 1))))])
+            assert r.status_code == 429 and r.headers["retry-after"]
+            assert c.get("/subnets/3333/weights").status_code == 429

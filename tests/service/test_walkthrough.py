@@ -50,7 +50,7 @@ def test_walkthrough_against_sdr_serve(service_dir: Path, checkpoint: Path) -> N
     data_dir = service_dir / "serve"
     port = _free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("SDR_")}
-    env.update(SDR_DATA_DIR=str(data_dir), SDR_CHECKPOINT=str(checkpoint), SDR_WORKER_CONCURRENCY="1",
+    env.update(SDR_DATA_DIR=str(data_dir), SDR_CHECKPOINT=str(checkpoint),
                PYTHONPATH=str(REPO))
     log_file = service_dir / "serve.log"
     with log_file.open("wb") as log:
