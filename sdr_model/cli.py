@@ -16,6 +16,7 @@ from collections.abc import Sequence
 _COMMAND_MODULES = [
     "sdr_model.commands",  # init, export, info
     "sdr_model.routing.cli",  # route
+    "training.cli",  # train baseline|cluster|progressive|calibrate|all|plot
     "service.cli",  # serve, worker
 ]
 

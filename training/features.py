@@ -36,8 +36,13 @@ def extract_features(
     def chunk(step: int) -> torch.Tensor:
         return torch.arange(step * batch_size, min(n, (step + 1) * batch_size))
 
-    for _, batch in tqdm(StepLoader(source, chunk, 0, steps, num_workers), total=steps, desc="features",
-                         disable=not progress, leave=False):
+    for _, batch in tqdm(
+        StepLoader(source, chunk, 0, steps, num_workers),
+        total=steps,
+        desc="features",
+        disable=not progress,
+        leave=False,
+    ):
         if len(batch):
             x = eval_transform(batch.images, preprocessing).to(device)
             features[batch.indices] = F.normalize(backbone.forward_features(x, None).float(), dim=1).cpu()

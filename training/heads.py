@@ -44,38 +44,46 @@ class SimSiamProjectionHead(ProjectionHead):
     """SimSiam projector: 3 layers, BN on every output, the last BN without affine (Chen & He 2021, §4)."""
 
     def __init__(self, in_dim: int, hidden_dim: int, out_dim: int) -> None:
-        super().__init__([
-            (in_dim, hidden_dim, nn.BatchNorm1d(hidden_dim), nn.ReLU(inplace=True)),
-            (hidden_dim, hidden_dim, nn.BatchNorm1d(hidden_dim), nn.ReLU(inplace=True)),
-            (hidden_dim, out_dim, nn.BatchNorm1d(out_dim, affine=False), None),
-        ])
+        super().__init__(
+            [
+                (in_dim, hidden_dim, nn.BatchNorm1d(hidden_dim), nn.ReLU(inplace=True)),
+                (hidden_dim, hidden_dim, nn.BatchNorm1d(hidden_dim), nn.ReLU(inplace=True)),
+                (hidden_dim, out_dim, nn.BatchNorm1d(out_dim, affine=False), None),
+            ]
+        )
 
 
 class SimSiamPredictionHead(ProjectionHead):
     """SimSiam predictor: a 2-layer bottleneck MLP, no BN on its output (Chen & He 2021, §4)."""
 
     def __init__(self, in_dim: int, hidden_dim: int, out_dim: int) -> None:
-        super().__init__([
-            (in_dim, hidden_dim, nn.BatchNorm1d(hidden_dim), nn.ReLU(inplace=True)),
-            (hidden_dim, out_dim, None, None),
-        ])
+        super().__init__(
+            [
+                (in_dim, hidden_dim, nn.BatchNorm1d(hidden_dim), nn.ReLU(inplace=True)),
+                (hidden_dim, out_dim, None, None),
+            ]
+        )
 
 
 class BYOLProjectionHead(ProjectionHead):
     """BYOL projector: Linear-BN-ReLU-Linear (Grill et al. 2020, §3.3)."""
 
     def __init__(self, in_dim: int, hidden_dim: int, out_dim: int) -> None:
-        super().__init__([
-            (in_dim, hidden_dim, nn.BatchNorm1d(hidden_dim), nn.ReLU(inplace=True)),
-            (hidden_dim, out_dim, None, None),
-        ])
+        super().__init__(
+            [
+                (in_dim, hidden_dim, nn.BatchNorm1d(hidden_dim), nn.ReLU(inplace=True)),
+                (hidden_dim, out_dim, None, None),
+            ]
+        )
 
 
 class BYOLPredictionHead(ProjectionHead):
     """BYOL predictor: the same shape as its projector (Grill et al. 2020, §3.3)."""
 
     def __init__(self, in_dim: int, hidden_dim: int, out_dim: int) -> None:
-        super().__init__([
-            (in_dim, hidden_dim, nn.BatchNorm1d(hidden_dim), nn.ReLU(inplace=True)),
-            (hidden_dim, out_dim, None, None),
-        ])
+        super().__init__(
+            [
+                (in_dim, hidden_dim, nn.BatchNorm1d(hidden_dim), nn.ReLU(inplace=True)),
+                (hidden_dim, out_dim, None, None),
+            ]
+        )

@@ -15,8 +15,14 @@ def faiss_kmeans(features: torch.Tensor, k: int, iters: int, seed: int) -> tuple
     if len(x) < k:
         raise ValueError(f"cannot run k-means with k={k} on {len(x)} points")
     kmeans = faiss.Kmeans(
-        x.shape[1], k, niter=iters, seed=seed, spherical=True, verbose=False,
-        min_points_per_centroid=1, max_points_per_centroid=max(256, len(x) // k + 1),
+        x.shape[1],
+        k,
+        niter=iters,
+        seed=seed,
+        spherical=True,
+        verbose=False,
+        min_points_per_centroid=1,
+        max_points_per_centroid=max(256, len(x) // k + 1),
     )
     kmeans.train(x)
     _, nearest = kmeans.index.search(x, 1)

@@ -68,8 +68,9 @@ def _phase_starts(records: list[dict[str, Any]]) -> list[int]:
     return starts
 
 
-def _series(records: list[dict[str, Any]], boundaries: list[tuple[int, str]], keys: list[str], ylabel: str,
-            file: Path) -> Path:
+def _series(
+    records: list[dict[str, Any]], boundaries: list[tuple[int, str]], keys: list[str], ylabel: str, file: Path
+) -> Path:
     fig, ax = plt.subplots(figsize=(9, 4))
     for key in keys:
         points = [(r["global_step"], r[key]) for r in records if r.get(key) is not None]

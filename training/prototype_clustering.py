@@ -47,9 +47,27 @@ def train_prototypes(
     return F.normalize(prototypes.detach(), dim=1)
 
 
-def assign_balanced(features: torch.Tensor, prototypes: torch.Tensor, eps: float, iters: int) -> torch.Tensor:
+def assign_balanced(
+    features: torch.Tensor, prototypes: torch.Tensor, eps: float, iters: int, min_size: int = 2
+) -> torch.Tensor:
     """Hard cluster of every feature: argmax of the whole-set Sinkhorn posterior; int64 `[N]`.
 
+    Every path must get data, and BatchNorm needs two samples, so a cluster the argmax leaves
+    with fewer than `min_size` images (possible only when N is within a small factor of k) takes
+    images from clusters above `min_size`: each time the one whose posterior prefers it most.
     Memory: an `[N, k]` float64 matrix (123 MB for 60k images and k = 256).
     """
-    return sinkhorn(features @ prototypes.T, eps, iters).argmax(dim=1)
+    k = len(prototypes)
+    if len(features) < min_size * k:
+        raise ValueError(f"{len(features)} images cannot give {k} clusters {min_size} images each")
+    posterior = sinkhorn(features @ prototypes.T, eps, iters)  # [N, k]
+    assignment = posterior.argmax(dim=1)
+    sizes = torch.bincount(assignment, minlength=k)
+    while bool((sizes < min_size).any()):
+        cluster = int(sizes.argmin())
+        movable = sizes[assignment] > min_size  # [N] images whose cluster can spare one
+        image = int(torch.where(movable, posterior[:, cluster], -1.0).argmax())
+        sizes[assignment[image]] -= 1
+        sizes[cluster] += 1
+        assignment[image] = cluster
+    return assignment

@@ -90,12 +90,17 @@ def _clusters_from(run: Run, method: SSLMethod) -> Clusters:
     k = mc.num_paths
     started = time.perf_counter()
     features, readable = extract_features(
-        method.backbone, run.source, run.preprocessing, cfg.feature_batch_size, run.dist.device,
-        run.config.data.num_workers, run.progress,
+        method.backbone,
+        run.source,
+        run.preprocessing,
+        cfg.feature_batch_size,
+        run.dist.device,
+        run.config.data.num_workers,
+        run.progress,
     )
     f = features[readable]  # [M, D] decodable images only
-    if len(f) < k:
-        raise StageError(f"{len(f)} readable images cannot fill {k} clusters; use a larger data set")
+    if len(f) < 2 * k:
+        raise StageError(f"{len(f)} readable images cannot give {k} clusters two images each; use more data")
     g = step_generator(run.config.seed, STAGE_CODES["cluster"])
     if cfg.method == "sinkhorn":
         prototypes = train_prototypes(f, k, cfg, g, run.progress)
@@ -104,9 +109,13 @@ def _clusters_from(run: Run, method: SSLMethod) -> Clusters:
         prototypes, cluster = faiss_kmeans(f, k, cfg.kmeans_iters, run.config.seed)
     labels = run.source.labels[readable] if run.source.labels is not None else None
     report: dict[str, Any] = {
-        "method": cfg.method, "mapping": cfg.mapping, "num_paths": k,
-        "num_stages": mc.num_stages, "num_groups": mc.num_groups,
-        "images": len(run.source), "unreadable_images": int((~readable).sum()),
+        "method": cfg.method,
+        "mapping": cfg.mapping,
+        "num_paths": k,
+        "num_stages": mc.num_stages,
+        "num_groups": mc.num_groups,
+        "images": len(run.source),
+        "unreadable_images": int((~readable).sum()),
     }
     report["cluster"] = _describe(cluster, k, labels)
     if cfg.compare_kmeans and cfg.method != "kmeans":
@@ -147,13 +156,15 @@ def _progressive(run: Run) -> None:
     clusters = Clusters.load(run.stage_dir("cluster"))
     schedule = PhaseSchedule(cfg.phase_steps)
     used = {
-        p for phase, steps in enumerate(cfg.phase_steps, 1) if steps
+        p
+        for phase, steps in enumerate(cfg.phase_steps, 1)
+        if steps
         for p in phase_paths(phase, mc.num_stages, mc.num_groups)
     }
     pools = {path: clusters.members(path) for path in sorted(used)}
-    empty = [p for p, members in pools.items() if len(members) == 0]
-    if empty:
-        raise StageError(f"paths {empty[:8]} have no images in their cluster; use more data or balanced clustering")
+    small = [p for p, members in pools.items() if len(members) < 2]
+    if small:  # BatchNorm needs two images (only k-means can get here: Sinkhorn assigns two or more)
+        raise StageError(f"paths {small[:8]} have fewer than two images; use more data or cluster.method: sinkhorn")
     whole = clusters.readable()
     method = _method(run)
     if not state_exists(directory):  # progressive training starts from the baseline's weights
@@ -206,9 +217,15 @@ def _calibrate_and_save(run: Run, final: Path) -> None:
             save_state(directory, i + 1, backbone, None, {})
     finish_calibration(backbone)
     save_checkpoint(
-        final, backbone.cpu(), preprocessing=run.preprocessing,
-        clusters={"mapping": clusters.mapping, "method": clusters.report["method"], "sizes": clusters.sizes(),
-                  "nmi": clusters.report["split"].get("nmi")},
+        final,
+        backbone.cpu(),
+        preprocessing=run.preprocessing,
+        clusters={
+            "mapping": clusters.mapping,
+            "method": clusters.report["method"],
+            "sizes": clusters.sizes(),
+            "nmi": clusters.report["split"].get("nmi"),
+        },
         provenance=_provenance(run, time.perf_counter() - started),
     )
 
@@ -236,13 +253,24 @@ def _provenance(run: Run, calibration_seconds: float) -> dict[str, Any]:
         "preset": run.config.model,
         "ssl": run.config.ssl.method,
         "data_fingerprint": run.source.fingerprint(),
-        "data": {"kind": run.config.data.kind, "root": run.config.data.root, "images": len(run.source),
-                 "unreadable_images": cluster["unreadable_images"]},
+        "data": {
+            "kind": run.config.data.kind,
+            "root": run.config.data.root,
+            "images": len(run.source),
+            "unreadable_images": cluster["unreadable_images"],
+        },
         "epochs": baseline["epochs"],
-        "steps": {"baseline": baseline["steps"], "progressive": progressive["steps"],
-                  "phase_steps": progressive["phase_steps"]},
-        "seconds": {"baseline": baseline["seconds"], "cluster": cluster["seconds"],
-                    "progressive": progressive["seconds"], "calibrate": calibration_seconds},
+        "steps": {
+            "baseline": baseline["steps"],
+            "progressive": progressive["steps"],
+            "phase_steps": progressive["phase_steps"],
+        },
+        "seconds": {
+            "baseline": baseline["seconds"],
+            "cluster": cluster["seconds"],
+            "progressive": progressive["seconds"],
+            "calibrate": calibration_seconds,
+        },
         "world_size": run.dist.world_size,
         "seed": run.config.seed,
         "config": run.config.to_dict(),

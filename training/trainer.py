@@ -29,7 +29,7 @@ from training.siamkd_loss import SiamKDLoss
 from training.ssl_method import SSLMethod
 from training.state import load_state, save_state, state_exists
 
-__all__ = ["StepPlan", "train_ssl"]
+__all__ = ["StepPlan", "build_distill", "ssl_step", "train_ssl"]
 
 # Purposes mixed into per-step seeds: one independent stream each.
 PATH_DRAW, BATCH_DRAW, AUGMENT_DRAW = 1, 2, 3
@@ -47,6 +47,42 @@ class StepPlan:
 def build_distill(kind: str) -> torch.nn.Module | None:
     """The distillation term of progressive steps: SiamKD (eq. 4), L2 (ablation) or none."""
     return {"siamkd": SiamKDLoss(), "l2": L2DistillLoss(), "none": None}[kind]
+
+
+def ssl_step(
+    method: SSLMethod,
+    optimizer: torch.optim.Optimizer,
+    x1: torch.Tensor,
+    x2: torch.Tensor,
+    path: str | None,
+    distill: torch.nn.Module | None,
+    lam: float,
+    amp: bool,
+    world_size: int = 1,
+) -> dict[str, float]:
+    """One optimiser step on two views `[B, C, H, W]` for W0 (`path=None`) or sub-net `path`.
+
+    Loss: L_SSL(D_i; W_i), plus lambda * distill(h(f_Wi(x2)), sg(f_W0(x1))) on a sub-net (eq. 4).
+    Returns the logged values (losses and the collapse signal).
+    """
+    record: dict[str, float] = {}
+    with torch.autocast(device_type=x1.device.type, dtype=torch.bfloat16, enabled=amp):
+        out = method(x1, x2, path)
+        loss = out.loss
+        record["loss_ssl"] = float(out.loss.detach())
+        if distill is not None and path is not None:
+            # W0 teaches the sub-net under stop-gradient (eq. 4): computed without grad, and
+            # detached again inside the loss.
+            kd = distill(out.p2, method.teacher_projection(x1))
+            loss = loss + lam * kd
+            record["loss_kd"] = float(kd.detach())
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    average_gradients([p for p in method.parameters() if p.grad is not None], world_size)
+    optimizer.step()
+    record["loss"] = float(loss.detach())
+    record["collapse_std"] = collapse_std(out.z)
+    return record
 
 
 def train_ssl(
@@ -88,7 +124,6 @@ def train_ssl(
     loader = StepLoader(run.source, shard, start, total_steps, cfg.data.num_workers)
     bar = tqdm(total=total_steps, initial=start, desc=stage, disable=not run.progress, dynamic_ncols=True)
     method.train()
-    params = [p for p in method.parameters() if p.requires_grad]
     clock = time.perf_counter()
     for step, batch in loader:
         step_plan = plan_at(step)
@@ -98,23 +133,8 @@ def train_ssl(
         if dist.all_min(len(batch)) >= 2:  # BN needs two samples; an all-unreadable batch is skipped everywhere
             x1, x2 = augment(batch.images, step_generator(cfg.seed, code, step, AUGMENT_DRAW, dist.rank))
             x1, x2 = x1.to(dist.device, non_blocking=True), x2.to(dist.device, non_blocking=True)
-            with torch.autocast(device_type=dist.device.type, dtype=torch.bfloat16, enabled=run.amp):
-                out = method(x1, x2, step_plan.path)
-                loss = out.loss
-                record["loss_ssl"] = float(out.loss.detach())
-                if distill is not None and step_plan.path is not None:
-                    # W0 teaches the sub-net under stop-gradient (eq. 4): computed without grad,
-                    # and detached again inside the loss.
-                    kd = distill(out.p2, method.teacher_projection(x1))
-                    loss = loss + lam * kd
-                    record["loss_kd"] = float(kd.detach())
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            average_gradients(params, dist.world_size)
-            optimizer.step()
+            record.update(ssl_step(method, optimizer, x1, x2, step_plan.path, distill, lam, run.amp, dist.world_size))
             method.after_step((step + 1) / total_steps)
-            record["loss"] = float(loss.detach())
-            record["collapse_std"] = collapse_std(out.z)
             bar.set_postfix(loss=f"{record['loss']:.3f}", std=f"{record['collapse_std']:.3f}", refresh=False)
         bar.update(1)
         done = step + 1

@@ -37,8 +37,9 @@ def eval_transform(images: torch.Tensor, preprocessing: Preprocessing) -> torch.
         float `[B, C, input_size, input_size]`.
     """
     x = images.float() / 255.0
-    x = F.interpolate(x, size=(preprocessing.resize, preprocessing.resize), mode="bilinear",
-                      antialias=True, align_corners=False)
+    x = F.interpolate(
+        x, size=(preprocessing.resize, preprocessing.resize), mode="bilinear", antialias=True, align_corners=False
+    )
     top = (preprocessing.resize - preprocessing.input_size) // 2
     x = x[:, :, top : top + preprocessing.input_size, top : top + preprocessing.input_size]
     return _normalize(x, preprocessing)
@@ -90,7 +91,7 @@ class TwoViewAugment:
         out = x * _uniform(b, (1 - c.brightness, 1 + c.brightness), g)[:, None, None, None]
         out = out.clamp(0, 1)
         mean = _luma(out).mean(dim=(1, 2, 3), keepdim=True)  # [B, 1, 1, 1]
-        out = ((out - mean) * _uniform(b, (1 - c.contrast, 1 + c.contrast), g)[:, None, None, None] + mean)
+        out = (out - mean) * _uniform(b, (1 - c.contrast, 1 + c.contrast), g)[:, None, None, None] + mean
         out = out.clamp(0, 1)
         if x.shape[1] == 3:
             gray = _luma(out)

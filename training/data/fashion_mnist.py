@@ -14,15 +14,17 @@ from training.data.source import DataError, ImageSource
 
 __all__ = ["FashionMNISTSource", "read_idx"]
 
-_FILES = {"train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
-          "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")}
+_FILES = {
+    "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+    "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
+}
 _MAGIC = {3: 2051, 1: 2049}  # idx magic numbers for uint8 images (3 dims) and labels (1 dim)
 
 
 def read_idx(file: Path) -> np.ndarray:
     """An idx file (optionally gzipped) as a uint8 array of its declared shape."""
     data = gzip.decompress(file.read_bytes()) if file.suffix == ".gz" else file.read_bytes()
-    magic, = struct.unpack(">i", data[:4])
+    (magic,) = struct.unpack(">i", data[:4])
     ndim = data[3]
     if _MAGIC.get(ndim) != magic:
         raise DataError(f"{file}: not a uint8 idx file (magic {magic})")

@@ -1,0 +1,47 @@
+"""Fixtures for the training tests: the synthetic smoke recipe and small image trees on disk."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from training.config import TrainConfig, load_config
+
+REPO = Path(__file__).resolve().parents[2]
+SMOKE_CONFIG = REPO / "configs" / "sdr_tiny_synthetic.yaml"
+
+
+def smoke_config(tmp_path: Path, **sections: dict[str, Any]) -> TrainConfig:
+    """The shipped smoke recipe, with `run_dir` in `tmp_path` and sections partially overridden."""
+    config = load_config(SMOKE_CONFIG)
+    replaced = {name: dataclasses.replace(getattr(config, name), **values) for name, values in sections.items()}
+    return dataclasses.replace(config, run_dir=str(tmp_path / "run"), **replaced)
+
+
+def write_config(config: TrainConfig, file: Path) -> Path:
+    config.save(file)
+    return file
+
+
+def make_image_folder(root: Path, classes: int = 4, per_class: int = 6, size: int = 20, corrupt: int = 1) -> Path:
+    """`root/<class>/<i>.png` gray images with class-dependent brightness, plus `corrupt` broken files."""
+    rng = np.random.default_rng(0)
+    for c in range(classes):
+        folder = root / f"class_{c}"
+        folder.mkdir(parents=True, exist_ok=True)
+        for i in range(per_class):
+            pixels = (rng.random((size, size + 4)) * 60 + c * 50).astype(np.uint8)
+            Image.fromarray(pixels, mode="L").save(folder / f"{i}.png")
+    for i in range(corrupt):
+        (root / "class_0" / f"broken_{i}.png").write_bytes(b"\x89PNG\r\n\x1a\n not really a png")
+    return root
+
+
+@pytest.fixture
+def image_folder(tmp_path: Path) -> Path:
+    return make_image_folder(tmp_path / "images")

@@ -1,0 +1,47 @@
+"""Algorithm 1's network space: phase sets, the phase schedule, the rho draw."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+import torch
+
+from sdr_model.paths import phase_paths
+from training.progressive import PhaseSchedule, sample_path
+
+
+def _differs_from_anchor_only_in_last(path: str, s: int) -> bool:
+    return all(d == "0" for d in path[: 4 - s])
+
+
+@pytest.mark.parametrize("phase", [0, 1, 2, 3, 4])
+def test_phase_sets_are_exact(phase: int) -> None:
+    every = ["".join(d) for d in itertools.product("0123", repeat=4)]
+    expected = [] if phase == 0 else [p for p in every if _differs_from_anchor_only_in_last(p, phase)]
+    got = phase_paths(phase)
+    assert len(got) == [0, 4, 16, 64, 256][phase]
+    assert sorted(got) == sorted(expected) and len(set(got)) == len(got)
+
+
+def test_phase_sets_grow_monotonically() -> None:
+    for s in range(1, 4):
+        assert set(phase_paths(s)) < set(phase_paths(s + 1))
+
+
+def test_schedule_maps_steps_to_phases() -> None:
+    schedule = PhaseSchedule((2, 3, 0, 1))
+    assert schedule.total_steps == 6
+    assert [schedule.phase(t) for t in range(6)] == [1, 1, 2, 2, 2, 4]
+    assert schedule.starts == [0, 2, 5, 5]
+    with pytest.raises(ValueError):
+        schedule.phase(6)
+
+
+def test_sample_path_draws_w0_with_probability_rho_and_stays_in_phase() -> None:
+    g = torch.Generator().manual_seed(0)
+    draws = [sample_path(g, 0.3, 2, 4, 4) for _ in range(4000)]
+    w0 = sum(d is None for d in draws) / len(draws)
+    assert w0 == pytest.approx(0.3, abs=0.03)
+    subnets = [d for d in draws if d is not None]
+    assert set(subnets) == set(phase_paths(2))  # uniform over the phase: all 16 drawn
