@@ -19,6 +19,7 @@ Nothing here imports torch: the API and the workers share it.
 from __future__ import annotations
 
 import json
+import os
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -70,7 +71,7 @@ redis.call('HINCRBY', KEYS[2], ARGV[1], 1)
 return 1
 """
 
-# KEYS[1] job, KEYS[2] shard, KEYS[3] outcomes; ARGV: max_deliveries, worker, now.
+# KEYS[1] job, KEYS[2] shard, KEYS[3] outcomes; ARGV: max_deliveries, worker, now, pid.
 _START_SHARD = f"""
 local st = redis.call('HGET', KEYS[1], 'status')
 if not st then return 'job_over' end
@@ -85,7 +86,7 @@ if n > tonumber(ARGV[1]) then
   redis.call('HINCRBY', KEYS[3], 'failed', 1)
   return 'exhausted'
 end
-redis.call('HSET', KEYS[2], 'status', 'running', 'worker', ARGV[2], 'started_at', ARGV[3])
+redis.call('HSET', KEYS[2], 'status', 'running', 'worker', ARGV[2], 'started_at', ARGV[3], 'pid', ARGV[4])
 if st == 'queued' then redis.call('HSET', KEYS[1], 'status', 'running', 'started_at', ARGV[3]) end
 return 'run'
 """
@@ -315,7 +316,7 @@ class JobStore:
         outcome = ShardStart(
             self._start_shard(
                 keys=[self.job_key(job_id), self.shard_key(job_id, shard), self.OUTCOMES_KEY],
-                args=[max_deliveries, worker, time.time()],
+                args=[max_deliveries, worker, time.time(), os.getpid()],
             )
         )
         if outcome is ShardStart.EXHAUSTED:

@@ -17,7 +17,7 @@ from fastapi.testclient import TestClient
 
 from service.embedded import EmbeddedRedis
 from service.settings import Settings
-from tests.service.support import WorkerProc, write_image_tree, zip_tree
+from tests.service.support import WorkerProc, wait_for_job, write_image_tree, zip_tree
 
 
 @pytest.fixture(scope="session")
@@ -98,3 +98,12 @@ def dataset_id(client: TestClient, dataset_archive: bytes) -> str:
     return str(r.json()["id"])
 
 
+@pytest.fixture(scope="session")
+def one_worker_route(client: TestClient, dataset_id: str) -> dict[str, object]:
+    """A full 256-path route on the uploaded dataset, while only worker w1 runs."""
+    r = client.post("/route", json={"dataset_id": dataset_id, "scorer": "knn", "screen": False})
+    assert r.status_code == 202, r.text
+    assert r.headers["location"] == f"/route/{r.json()['job_id']}"
+    job = wait_for_job(client, r.json()["job_id"])
+    assert job["status"] == "succeeded", job
+    return job

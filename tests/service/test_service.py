@@ -96,17 +96,6 @@ def _ranking(result: dict[str, object]) -> list[tuple[str, float]]:
     return [(p["path"], p["accuracy"]) for p in result["paths"]]  # type: ignore[index,union-attr]
 
 
-@pytest.fixture(scope="session")
-def one_worker_route(client: TestClient, dataset_id: str) -> dict[str, object]:
-    """A full 256-path route on the uploaded dataset, while only worker w1 runs."""
-    r = client.post("/route", json={"dataset_id": dataset_id, "scorer": "knn", "screen": False})
-    assert r.status_code == 202, r.text
-    assert r.headers["location"] == f"/route/{r.json()['job_id']}"
-    job = wait_for_job(client, r.json()["job_id"])
-    assert job["status"] == "succeeded", job
-    return job
-
-
 def test_route_equals_library_route(one_worker_route: dict[str, object], dataset_archive: bytes,
                                     checkpoint: Path, service_dir: Path) -> None:
     from sdr_model.routing import route
