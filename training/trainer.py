@@ -131,8 +131,8 @@ def train_ssl(
         extra["skipped_images"] += batch.skipped
         record: dict[str, Any] = {"step": step + 1, "phase": step_plan.phase, "path": step_plan.path, "lr": lr}
         if dist.all_min(len(batch)) >= 2:  # BN needs two samples; an all-unreadable batch is skipped everywhere
-            x1, x2 = augment(batch.images, step_generator(cfg.seed, code, step, AUGMENT_DRAW, dist.rank))
-            x1, x2 = x1.to(dist.device, non_blocking=True), x2.to(dist.device, non_blocking=True)
+            images = batch.images.to(dist.device, non_blocking=True)  # augment where the model runs
+            x1, x2 = augment(images, step_generator(cfg.seed, code, step, AUGMENT_DRAW, dist.rank))
             record.update(ssl_step(method, optimizer, x1, x2, step_plan.path, distill, lam, run.amp, dist.world_size))
             method.after_step((step + 1) / total_steps)
             bar.set_postfix(loss=f"{record['loss']:.3f}", std=f"{record['collapse_std']:.3f}", refresh=False)

@@ -53,7 +53,11 @@ class TwoViewAugment:
         self.size = preprocessing.input_size
 
     def __call__(self, images: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-        """uint8 `[B, C, S, S]` -> two float `[B, C, H, H]` normalised views."""
+        """uint8 `[B, C, S, S]` -> two float `[B, C, H, H]` normalised views, on the images' device.
+
+        `generator` is a CPU generator; the per-image parameters drawn from it move to the
+        images' device, so augmentation runs on the GPU when the batch is there.
+        """
         x = images.float() / 255.0
         return self.view(x, generator), self.view(x, generator)
 
@@ -61,25 +65,25 @@ class TwoViewAugment:
         """One augmented view of float `[B, C, S, S]` images in [0, 1]."""
         c = self.config
         x = self._resized_crop_flip(x, g)  # [B, C, H, H]
-        x = self._jitter(x, g, _coin(len(x), c.jitter_p, g))
+        x = self._jitter(x, g, _coin(len(x), c.jitter_p, g, x.device))
         if x.shape[1] == 3 and c.grayscale_p > 0:
             gray = _luma(x).expand_as(x)
-            x = torch.where(_coin(len(x), c.grayscale_p, g)[:, None, None, None], gray, x)
+            x = torch.where(_coin(len(x), c.grayscale_p, g, x.device)[:, None, None, None], gray, x)
         if c.blur_p > 0:
-            x = self._blur(x, g, _coin(len(x), c.blur_p, g))
+            x = self._blur(x, g, _coin(len(x), c.blur_p, g, x.device))
         return _normalize(x, self.preprocessing)
 
     def _resized_crop_flip(self, x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
         c, b = self.config, len(x)
-        area = _uniform(b, c.crop_scale, g)
-        log_ratio = _uniform(b, (math.log(c.crop_ratio[0]), math.log(c.crop_ratio[1])), g)
+        area = _uniform(b, c.crop_scale, g, x.device)
+        log_ratio = _uniform(b, (math.log(c.crop_ratio[0]), math.log(c.crop_ratio[1])), g, x.device)
         ratio = log_ratio.exp()
         w = (area * ratio).sqrt().clamp(max=1.0)  # crop width as a fraction of the side
         h = (area / ratio).sqrt().clamp(max=1.0)
-        cx = (1 - w) * torch.rand(b, generator=g) + w / 2  # crop centre, inside the image
-        cy = (1 - h) * torch.rand(b, generator=g) + h / 2
-        flip = torch.where(_coin(b, c.flip_p, g), -1.0, 1.0)
-        theta = torch.zeros(b, 2, 3)
+        cx = (1 - w) * _uniform(b, (0.0, 1.0), g, x.device) + w / 2  # crop centre, inside the image
+        cy = (1 - h) * _uniform(b, (0.0, 1.0), g, x.device) + h / 2
+        flip = torch.where(_coin(b, c.flip_p, g, x.device), -1.0, 1.0)
+        theta = torch.zeros(b, 2, 3, device=x.device)
         theta[:, 0, 0], theta[:, 0, 2] = w * flip, 2 * cx - 1
         theta[:, 1, 1], theta[:, 1, 2] = h, 2 * cy - 1
         grid = F.affine_grid(theta, [b, x.shape[1], self.size, self.size], align_corners=False)
@@ -88,23 +92,23 @@ class TwoViewAugment:
     def _jitter(self, x: torch.Tensor, g: torch.Generator, apply: torch.Tensor) -> torch.Tensor:
         c, b = self.config, len(x)
         keep = ~apply[:, None, None, None]
-        out = x * _uniform(b, (1 - c.brightness, 1 + c.brightness), g)[:, None, None, None]
+        out = x * _uniform(b, (1 - c.brightness, 1 + c.brightness), g, x.device)[:, None, None, None]
         out = out.clamp(0, 1)
         mean = _luma(out).mean(dim=(1, 2, 3), keepdim=True)  # [B, 1, 1, 1]
-        out = (out - mean) * _uniform(b, (1 - c.contrast, 1 + c.contrast), g)[:, None, None, None] + mean
+        out = (out - mean) * _uniform(b, (1 - c.contrast, 1 + c.contrast), g, x.device)[:, None, None, None] + mean
         out = out.clamp(0, 1)
         if x.shape[1] == 3:
             gray = _luma(out)
-            sat = _uniform(b, (1 - c.saturation, 1 + c.saturation), g)[:, None, None, None]
+            sat = _uniform(b, (1 - c.saturation, 1 + c.saturation), g, x.device)[:, None, None, None]
             out = (gray + (out - gray) * sat).clamp(0, 1)
-            out = _rotate_hue(out, _uniform(b, (-c.hue, c.hue), g)).clamp(0, 1)
+            out = _rotate_hue(out, _uniform(b, (-c.hue, c.hue), g, x.device)).clamp(0, 1)
         return torch.where(keep, x, out)
 
     def _blur(self, x: torch.Tensor, g: torch.Generator, apply: torch.Tensor) -> torch.Tensor:
         b, ch, hgt, wid = x.shape
         ksize = 2 * (self.size // 20) + 1  # SimSiam: 23 px at 224, i.e. ~10% of the side
-        sigma = _uniform(b, self.config.blur_sigma, g)
-        offsets = torch.arange(ksize, dtype=x.dtype) - ksize // 2
+        sigma = _uniform(b, self.config.blur_sigma, g, x.device)
+        offsets = torch.arange(ksize, dtype=x.dtype, device=x.device) - ksize // 2
         kernel = torch.exp(-(offsets[None] ** 2) / (2 * sigma[:, None] ** 2))  # [B, k]
         kernel = kernel / kernel.sum(dim=1, keepdim=True)
         kernel = kernel.repeat_interleave(ch, dim=0)  # [B*C, k]
@@ -115,12 +119,13 @@ class TwoViewAugment:
         return torch.where(apply[:, None, None, None], flat.reshape(b, ch, hgt, wid), x)
 
 
-def _coin(n: int, p: float, g: torch.Generator) -> torch.Tensor:
-    return torch.rand(n, generator=g) < p  # [n] bool
+def _coin(n: int, p: float, g: torch.Generator, device: torch.device) -> torch.Tensor:
+    """[n] bool, True with probability p. Drawn on the CPU generator, so GPU runs draw the same."""
+    return (torch.rand(n, generator=g) < p).to(device)
 
 
-def _uniform(n: int, bounds: tuple[float, float], g: torch.Generator) -> torch.Tensor:
-    return bounds[0] + (bounds[1] - bounds[0]) * torch.rand(n, generator=g)
+def _uniform(n: int, bounds: tuple[float, float], g: torch.Generator, device: torch.device) -> torch.Tensor:
+    return (bounds[0] + (bounds[1] - bounds[0]) * torch.rand(n, generator=g)).to(device)
 
 
 def _luma(x: torch.Tensor) -> torch.Tensor:
@@ -137,7 +142,7 @@ def _rotate_hue(x: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
     to_rgb = torch.linalg.inv(to_yiq)
     angle = 2 * math.pi * shift
     cos, sin = angle.cos(), angle.sin()
-    rot = torch.zeros(len(x), 3, 3, dtype=x.dtype)
+    rot = torch.zeros(len(x), 3, 3, dtype=x.dtype, device=x.device)
     rot[:, 0, 0] = 1
     rot[:, 1, 1], rot[:, 1, 2], rot[:, 2, 1], rot[:, 2, 2] = cos, -sin, sin, cos
     matrix = to_rgb @ rot @ to_yiq  # [B, 3, 3]
