@@ -21,8 +21,8 @@ from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from celery import shared_task
-from celery.exceptions import SoftTimeLimitExceeded
+from celery import Task, shared_task
+from celery.exceptions import SoftTimeLimitExceeded, TimeLimitExceeded
 
 from service.celery_app import TASK_EXTRACT_SUBNET, TASK_FEATURES, TASK_ROUTE_MERGE, TASK_ROUTE_SHARD
 from service.jobs import JobStatus, JobStore, ShardStart, write_json_atomic
@@ -258,7 +258,24 @@ def _score_shard(rt: _Runtime, job_id: str, shard: int) -> dict[str, Any]:
                        should_cancel=should_cancel).to_dict()
 
 
-@shared_task(name=TASK_ROUTE_SHARD, bind=True)
+class _ShardTask(Task):
+    """Fails the job when the hard time limit kills a shard.
+
+    The killed child cannot report anything; Celery calls `on_failure` in the worker's main process
+    (torch-free) with the task's arguments, and acknowledges the message, so without this the shard
+    would stay "running" for ever.
+    """
+
+    def on_failure(self, exc: BaseException, task_id: str, args: Any, kwargs: Any, einfo: Any) -> None:
+        if isinstance(exc, TimeLimitExceeded) and len(args) == 2:
+            job_id, shard = args
+            _runtime().jobs.fail_shard(
+                job_id, shard, f"shard {shard} was killed at the hard time limit of "
+                f"{_runtime().settings.task_time_limit} s (SDR_TASK_TIME_LIMIT)",
+            )
+
+
+@shared_task(name=TASK_ROUTE_SHARD, bind=True, base=_ShardTask)
 def route_shard(self: Any, job_id: str, shard: int) -> dict[str, Any]:
     """Score one prefix subtree of a route job; the last shard to finish queues the merge."""
     from sdr_model.routing import RouteCancelled
