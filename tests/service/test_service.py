@@ -32,20 +32,29 @@ from tests.service.support import (
 
 
 def test_api_process_never_imports_torch(settings: Settings) -> None:
-    """Build the app and the `sdr` parser (what `sdr serve` does) in a fresh interpreter."""
+    """Build the app and the `sdr` parser (what `sdr serve` does) in a fresh interpreter.
+
+    On failure the message names the import chain (the first project module that pulled it in).
+    """
     code = (
-        "import sys\n"
+        "import sys, traceback\n"
+        "culprits = []\n"
+        "class Spy:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name in ('torch', 'torchvision', 'timm', 'faiss') and not culprits:\n"
+        "            culprits.append(' <- '.join(f'{f.filename.split(\"/work/main/\")[-1]}:{f.lineno}'\n"
+        "                for f in reversed(traceback.extract_stack()) if 'importlib' not in f.filename)[:600])\n"
+        "        return None\n"
+        "sys.meta_path.insert(0, Spy())\n"
         "from sdr_model.cli import build_parser\n"
         "build_parser()\n"
         "from service.app import create_app\n"
-        "app = create_app()\n"
-        "app.openapi()\n"
-        "heavy = sorted(m for m in ('torch', 'torchvision', 'timm', 'faiss') if m in sys.modules)\n"
-        "print(','.join(heavy))\n"
+        "create_app().openapi()\n"
+        "print(culprits[0] if culprits else '')\n"
     )
     out = subprocess.run([sys.executable, "-c", code], env=settings_env(settings), cwd=REPO,
                          capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "", f"the API process imported {out.stdout.strip()}"
+    assert out.stdout.strip() == "", f"the API process imported a heavy module via: {out.stdout.strip()}"
 
 
 # --- datasets ------------------------------------------------------------------------------------
