@@ -106,3 +106,17 @@ def test_overload_is_429_with_retry_after(settings: Settings, redis_server: Embe
             r = c.post("/subnets/0000/features", files=[("files", ("a.png", png_bytes(make_image(0, 1))))])
             assert r.status_code == 429 and r.headers["retry-after"]
             assert c.get("/subnets/3333/weights").status_code == 429
+
+
+def test_broker_down_is_503_json_not_500(settings: Settings, dataset_id: str) -> None:
+    from service.app import create_app
+
+    down = settings.model_copy(update={"broker_url": "redis://127.0.0.1:1/0"})
+    with TestClient(create_app(down)) as c:
+        ready = c.get("/readyz")
+        assert ready.status_code == 503 and ready.json()["checks"]["broker"] is False
+        assert c.get("/livez").status_code == 200
+        r = c.post("/route", json={"dataset_id": dataset_id})
+        assert r.status_code == 503 and r.headers["retry-after"] and "broker" in r.json()["detail"]
+        assert c.get("/route/" + "0" * 32).status_code == 503
+        assert c.get("/metrics").status_code == 200
