@@ -358,3 +358,28 @@ def test_openapi_has_examples(client: TestClient) -> None:
                  "/subnets/{path}/weights", "/subnets/{path}/features", "/livez", "/readyz", "/metrics"):
         assert path in spec["paths"], path
     assert "examples" in spec["components"]["schemas"]["RouteRequest"]
+
+
+def test_screened_route_equals_library(client: TestClient, dataset_id: str, dataset_archive: bytes,
+                                       checkpoint: Path, service_dir: Path) -> None:
+    from sdr_model.routing import route
+
+    r = client.post("/route", json={"dataset_id": dataset_id, "screen": True})
+    job = wait_for_job(client, r.json()["job_id"])
+    assert job["status"] == "succeeded", job
+    assert len(job["shards"]) == 1 and job["progress"] == {"done": 256, "total": 256}  # type: ignore[arg-type]
+    result = job["result"]
+    archive = service_dir / "library-screen.zip"
+    archive.write_bytes(dataset_archive)
+    expected = route(checkpoint, archive, "knn", screen=True).to_dict()
+    assert result["screening"]["candidates"] == expected["screening"]["candidates"]  # type: ignore[index]
+    assert _ranking(result) == [(p, pytest.approx(a)) for p, a in _ranking(expected)]  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("scorer", ["logme", "sfda", "gbc"])
+def test_other_scorers_pass_through(client: TestClient, dataset_id: str, scorer: str) -> None:
+    r = client.post("/route", json={"dataset_id": dataset_id, "scorer": scorer, "paths": ["0000", "2103"]})
+    job = wait_for_job(client, r.json()["job_id"])
+    assert job["status"] == "succeeded", job
+    assert job["result"]["scorer"] == scorer  # type: ignore[index]
+    assert sorted(p["path"] for p in job["result"]["paths"]) == ["0000", "2103"]  # type: ignore[index]
