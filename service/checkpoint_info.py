@@ -47,13 +47,19 @@ class CheckpointInfo:
     @property
     def subnet_params(self) -> int:
         """Parameters of every extracted sub-net (they all have the same widths)."""
-        return timm_resnet_params(self.config.block, self.config.depths, self.config.subnet_planes,
-                                  self.config.stem_width, self.config.in_chans)
+        return timm_resnet_params(
+            self.config.block,
+            self.config.depths,
+            self.config.subnet_planes,
+            self.config.stem_width,
+            self.config.in_chans,
+        )
 
     @property
     def supernet_params(self) -> int:
-        return timm_resnet_params(self.config.block, self.config.depths, self.config.planes,
-                                  self.config.stem_width, self.config.in_chans)
+        return timm_resnet_params(
+            self.config.block, self.config.depths, self.config.planes, self.config.stem_width, self.config.in_chans
+        )
 
 
 def timm_resnet_params(

@@ -59,11 +59,16 @@ def _worker(args: argparse.Namespace) -> int:
 
     argv = [
         "worker",
-        "--loglevel", (args.loglevel or settings.log_level).upper(),
-        "--concurrency", str(args.concurrency or settings.worker_concurrency),
-        "--queues", args.queues or f"{ROUTE_QUEUE},{INTERACTIVE_QUEUE}",
-        "--hostname", args.hostname or "sdr@%h",
-        "--pool", "prefork",
+        "--loglevel",
+        (args.loglevel or settings.log_level).upper(),
+        "--concurrency",
+        str(args.concurrency or settings.worker_concurrency),
+        "--queues",
+        args.queues or f"{ROUTE_QUEUE},{INTERACTIVE_QUEUE}",
+        "--hostname",
+        args.hostname or "sdr@%h",
+        "--pool",
+        "prefork",
         "--without-gossip",
         "--without-mingle",
     ]

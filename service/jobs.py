@@ -189,9 +189,7 @@ class JobStore:
     def valid_id(job_id: str) -> bool:
         return len(job_id) == 32 and all(c in "0123456789abcdef" for c in job_id)
 
-    def create(
-        self, job_id: str, options: dict[str, Any], shards: list[list[str | None]], prefixes: list[str]
-    ) -> None:
+    def create(self, job_id: str, options: dict[str, Any], shards: list[list[str | None]], prefixes: list[str]) -> None:
         """Record a queued job with one hash per shard (`None` in a shard's paths is W0).
 
         Progress counts sub-net paths; W0 rides along in a shard without counting. Written in one
@@ -304,9 +302,7 @@ class JobStore:
     def finish(self, job_id: str, status: JobStatus, error: str = "") -> int:
         """Move a job to a terminal status unless it already is in one (1: moved, 0: was, -1: no job)."""
         moved = int(
-            self._finish_job(
-                keys=[self.job_key(job_id), self.OUTCOMES_KEY], args=[status.value, error, time.time()]
-            )
+            self._finish_job(keys=[self.job_key(job_id), self.OUTCOMES_KEY], args=[status.value, error, time.time()])
         )
         if moved == 1:
             self.snapshot(job_id)
@@ -337,9 +333,7 @@ class JobStore:
     def finish_shard(self, job_id: str, shard: int, worker: str) -> int:
         """Count a shard as succeeded once; returns shards succeeded so far, or -1 if already counted."""
         return int(
-            self._finish_shard(
-                keys=[self.job_key(job_id), self.shard_key(job_id, shard)], args=[worker, time.time()]
-            )
+            self._finish_shard(keys=[self.job_key(job_id), self.shard_key(job_id, shard)], args=[worker, time.time()])
         )
 
     def all_shards_succeeded(self, job_id: str) -> bool:

@@ -49,7 +49,8 @@ class _RedisCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         outcomes = GaugeMetricFamily(
-            "sdr_route_jobs_finished", "Route jobs that reached a terminal status, by status (all time).",
+            "sdr_route_jobs_finished",
+            "Route jobs that reached a terminal status, by status (all time).",
             labels=["status"],
         )
         depth = GaugeMetricFamily("sdr_queue_depth", "Tasks waiting in each Celery queue.", labels=["queue"])
@@ -72,12 +73,16 @@ class ServiceMetrics:
     def __init__(self, client: redis.Redis, store: JobStore) -> None:
         self.registry = CollectorRegistry()
         self.requests = Counter(
-            "sdr_http_requests", "HTTP requests by route template, method and status.",
-            ["route", "method", "status"], registry=self.registry,
+            "sdr_http_requests",
+            "HTTP requests by route template, method and status.",
+            ["route", "method", "status"],
+            registry=self.registry,
         )
         self.latency = Histogram(
-            "sdr_http_request_duration_seconds", "HTTP request latency by route template and status.",
-            ["route", "method", "status"], registry=self.registry,
+            "sdr_http_request_duration_seconds",
+            "HTTP request latency by route template and status.",
+            ["route", "method", "status"],
+            registry=self.registry,
             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120),
         )
         self.registry.register(_RedisCollector(client, store))

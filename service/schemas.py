@@ -40,13 +40,16 @@ class ErrorBody(BaseModel):
 class DatasetInfo(BaseModel):
     """A validated, stored dataset."""
 
-    id: str = Field(description="Content address: the same archive always gets the same id.",
-                    examples=["ds_5f2c0a9d31e4b7c8a6f01d2e"])
+    id: str = Field(
+        description="Content address: the same archive always gets the same id.",
+        examples=["ds_5f2c0a9d31e4b7c8a6f01d2e"],
+    )
     classes: list[str] = Field(examples=[["shirt", "sneaker", "trouser"]])
     counts: dict[str, dict[str, int]] = Field(
         description="Images per split and class.",
-        examples=[{"train": {"shirt": 40, "sneaker": 40, "trouser": 40}, "test": {"shirt": 10, "sneaker": 10,
-                                                                                   "trouser": 10}}],
+        examples=[
+            {"train": {"shirt": 40, "sneaker": 40, "trouser": 40}, "test": {"shirt": 10, "sneaker": 10, "trouser": 10}}
+        ],
     )
     num_images: int = Field(examples=[150])
     unreadable: list[str] = Field(default_factory=list, description="Members that are not decodable images.")
@@ -138,8 +141,13 @@ class RouteJob(BaseModel):
     progress: Progress
     result: dict[str, Any] | None = Field(
         default=None,
-        examples=[{"best": {"path": "0312", "accuracy": 0.91}, "supernet": {"accuracy": 0.89},
-                   "paths": [{"path": "0312", "accuracy": 0.91}]}],
+        examples=[
+            {
+                "best": {"path": "0312", "accuracy": 0.91},
+                "supernet": {"accuracy": 0.89},
+                "paths": [{"path": "0312", "accuracy": 0.91}],
+            }
+        ],
     )
     error: str | None = None
     options: dict[str, Any]
@@ -152,8 +160,7 @@ class RouteJob(BaseModel):
 class SubnetInfo(BaseModel):
     path: str = Field(examples=["0312"])
     id: int = Field(description="The path read in base 4.", examples=[54])
-    cluster_size: int | None = Field(description="Pre-training images of its cluster (null: unknown).",
-                                     examples=[231])
+    cluster_size: int | None = Field(description="Pre-training images of its cluster (null: unknown).", examples=[231])
     params: int = Field(examples=[705_000])
     feature_dim: int = Field(examples=[160])
     weights_url: str = Field(examples=["/subnets/0312/weights"])
@@ -172,8 +179,9 @@ class SubnetList(BaseModel):
 class FeaturesResponse(BaseModel):
     path: str = Field(examples=["0312"])
     dim: int = Field(examples=[160])
-    files: list[str] = Field(description="Upload file names, in the order of `embeddings`.",
-                             examples=[["a.png", "b.png"]])
+    files: list[str] = Field(
+        description="Upload file names, in the order of `embeddings`.", examples=[["a.png", "b.png"]]
+    )
     embeddings: list[list[float]] = Field(examples=[[[0.12, 0.0, 1.73], [0.4, 0.08, 0.0]]])
 
 

@@ -122,8 +122,7 @@ class Settings(BaseSettings):
     def _shards_are_tree_levels(cls, value: int) -> int:
         if value not in _SHARD_COUNTS:
             raise ValueError(
-                f"SDR_ROUTE_SHARDS={value}: a shard is one prefix subtree, so the count must be one of "
-                f"{_SHARD_COUNTS}"
+                f"SDR_ROUTE_SHARDS={value}: a shard is one prefix subtree, so the count must be one of {_SHARD_COUNTS}"
             )
         return value
 

@@ -142,7 +142,10 @@ def extract_subnet(self: Any, path: str, checkpoint_sha256: str, output: str, re
             model, meta = rt.checked_model(checkpoint_sha256)
             sizes = (meta.clusters or {}).get("sizes") or {}
             save_subnet(
-                target, model, path, preprocessing=meta.preprocessing,
+                target,
+                model,
+                path,
+                preprocessing=meta.preprocessing,
                 provenance={"supernet_sha256": checkpoint_sha256, **meta.provenance},
                 cluster_size=sizes.get(path),
             )
@@ -174,7 +177,9 @@ def features(
         if decoded.skipped:
             index = {f: i for i, f in enumerate(files)}
             reply: dict[str, Any] = {
-                "ok": False, "status": 400, "unreadable": [index[s.file] for s in decoded.skipped],
+                "ok": False,
+                "status": 400,
+                "unreadable": [index[s.file] for s in decoded.skipped],
                 "detail": "; ".join(s.reason for s in decoded.skipped),
             }
         else:
@@ -251,11 +256,11 @@ def _score_shard(rt: _Runtime, job_id: str, shard: int) -> dict[str, Any]:
         return jobs.should_stop(job_id)
 
     if record.options.get("screen"):
-        result = screened_route(model, data, options, device=rt.device, progress=progress,
-                                should_cancel=should_cancel)
+        result = screened_route(model, data, options, device=rt.device, progress=progress, should_cancel=should_cancel)
         return {"route_result": result.to_dict()}
-    return score_paths(model, data, paths, options, device=rt.device, progress=progress,
-                       should_cancel=should_cancel).to_dict()
+    return score_paths(
+        model, data, paths, options, device=rt.device, progress=progress, should_cancel=should_cancel
+    ).to_dict()
 
 
 class _ShardTask(Task):
@@ -270,7 +275,9 @@ class _ShardTask(Task):
         if isinstance(exc, TimeLimitExceeded) and len(args) == 2:
             job_id, shard = args
             _runtime().jobs.fail_shard(
-                job_id, shard, f"shard {shard} was killed at the hard time limit of "
+                job_id,
+                shard,
+                f"shard {shard} was killed at the hard time limit of "
                 f"{_runtime().settings.task_time_limit} s (SDR_TASK_TIME_LIMIT)",
             )
 
@@ -292,8 +299,12 @@ def route_shard(self: Any, job_id: str, shard: int) -> dict[str, Any]:
         except RouteCancelled:
             return {"job_id": job_id, "shard": shard, "outcome": "stopped"}
         except SoftTimeLimitExceeded:
-            jobs.fail_shard(job_id, shard, f"shard {shard} exceeded the time limit of "
-                                           f"{rt.settings.task_soft_time_limit} s (SDR_TASK_SOFT_TIME_LIMIT)")
+            jobs.fail_shard(
+                job_id,
+                shard,
+                f"shard {shard} exceeded the time limit of "
+                f"{rt.settings.task_soft_time_limit} s (SDR_TASK_SOFT_TIME_LIMIT)",
+            )
             return {"job_id": job_id, "shard": shard, "outcome": "timeout"}
         except _Refused as exc:
             jobs.fail_shard(job_id, shard, exc.detail)

@@ -43,8 +43,15 @@ _stop = threading.Event()
 def _heartbeat(hostname: str) -> None:
     client = connect(settings)
     key = f"{WORKER_KEY_PREFIX}{hostname}"
-    value = json.dumps({"hostname": hostname, "pid": os.getpid(), "host": socket.gethostname(),
-                        "started": time.time(), "checkpoint": str(settings.checkpoint_path)})
+    value = json.dumps(
+        {
+            "hostname": hostname,
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+            "started": time.time(),
+            "checkpoint": str(settings.checkpoint_path),
+        }
+    )
     while not _stop.is_set():
         try:
             if settings.checkpoint_path.is_file():  # a worker without its checkpoint is not ready

@@ -70,4 +70,3 @@ def readyz(state: StateDep) -> JSONResponse:
 def metrics(state: StateDep) -> Response:
     """Request counts and latencies by route and status, route job outcomes, queue depths."""
     return Response(generate_latest(state.metrics.registry), media_type=CONTENT_TYPE_LATEST)
-

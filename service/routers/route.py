@@ -193,8 +193,12 @@ def _get_or_404(jobs: JobsDep, job_id: str) -> JobRecord:
     return record
 
 
-@router.get("/{job_id}", response_model=RouteJob, summary="Status, progress and result of a route job",
-            responses={404: {"model": ErrorBody}})
+@router.get(
+    "/{job_id}",
+    response_model=RouteJob,
+    summary="Status, progress and result of a route job",
+    responses={404: {"model": ErrorBody}},
+)
 def get_route(job_id: JobId, jobs: JobsDep) -> RouteJob:
     """`result` (the `sdr route --json` shape) is present once `status` is succeeded."""
     record = _get_or_404(jobs, job_id)

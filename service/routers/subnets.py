@@ -107,22 +107,27 @@ def build_router(settings: Settings) -> APIRouter:
             subnets=[_info(p, ckpt) for p in all_paths(ckpt.config.num_stages, ckpt.config.num_groups)],
         )
 
-    @router.get("/{path}", response_model=SubnetInfo, summary="One sub-net",
-                responses={404: {"model": ErrorBody}})
+    @router.get("/{path}", response_model=SubnetInfo, summary="One sub-net", responses={404: {"model": ErrorBody}})
     def get_subnet(path: SubnetPath, ckpt: CheckpointDep) -> SubnetInfo:
         """Cluster size, parameter count and feature dimension of one path."""
         return _info(_canonical_path(path, ckpt), ckpt)
 
-    @router.head("/{path}/weights", summary="Headers (ETag, size) of a sub-net's weights file",
-                 operation_id="head_subnet_weights", responses={404: {"model": ErrorBody}})
+    @router.head(
+        "/{path}/weights",
+        summary="Headers (ETag, size) of a sub-net's weights file",
+        operation_id="head_subnet_weights",
+        responses={404: {"model": ErrorBody}},
+    )
     @router.get(
         "/{path}/weights",
         operation_id="get_subnet_weights",
         summary="Download a sub-net as timm-loadable safetensors",
         response_class=FileResponse,
         responses={
-            200: {"content": {"application/octet-stream": {}},
-                  "description": "timm ResNet weights with this path's BN statistics; header holds timm kwargs."},
+            200: {
+                "content": {"application/octet-stream": {}},
+                "description": "timm ResNet weights with this path's BN statistics; header holds timm kwargs.",
+            },
             304: {"description": "Unchanged (If-None-Match matched the ETag)."},
             404: {"model": ErrorBody},
             503: {"model": ErrorBody, "description": "No worker extracted it in time; retry."},
@@ -141,13 +146,16 @@ def build_router(settings: Settings) -> APIRouter:
             try:
                 with state.inflight.slot():
                     reply = call_worker(
-                        state.celery, state.redis, TASK_EXTRACT_SUBNET,
+                        state.celery,
+                        state.redis,
+                        TASK_EXTRACT_SUBNET,
                         {"path": path, "checkpoint_sha256": ckpt.sha256, "output": str(file)},
                         state.settings.wait_timeout,
                     )
             except WorkerBusy as exc:
-                raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, detail=str(exc),
-                                    headers={"Retry-After": "10"}) from exc
+                raise HTTPException(
+                    status.HTTP_503_SERVICE_UNAVAILABLE, detail=str(exc), headers={"Retry-After": "10"}
+                ) from exc
             if not reply.get("ok"):
                 raise _worker_error(reply)
         etag = f'"{digests.get(file)}"'
@@ -170,8 +178,10 @@ def build_router(settings: Settings) -> APIRouter:
         summary="Embed images with a sub-net",
         form_limits={"max_files": max_files, "max_fields": 0},
         responses={
-            200: {"content": {NPY_MEDIA_TYPE: {}},
-                  "description": "JSON embeddings, or a float32 [N, D] .npy with `Accept: application/x-npy`."},
+            200: {
+                "content": {NPY_MEDIA_TYPE: {}},
+                "description": "JSON embeddings, or a float32 [N, D] .npy with `Accept: application/x-npy`.",
+            },
             400: {"model": ErrorBody, "description": "An unreadable image (named) or no image at all."},
             404: {"model": ErrorBody},
             413: {"model": ErrorBody, "description": "Too many images or one too large."},
@@ -188,13 +198,16 @@ def build_router(settings: Settings) -> APIRouter:
         """Preprocessing from the checkpoint header, then the sub-net's pooled features, batched."""
         path = _canonical_path(path, ckpt)
         if len(files) > max_files:
-            raise HTTPException(status.HTTP_413_CONTENT_TOO_LARGE,
-                                detail=f"{len(files)} images sent; at most {max_files} per request")
+            raise HTTPException(
+                status.HTTP_413_CONTENT_TOO_LARGE, detail=f"{len(files)} images sent; at most {max_files} per request"
+            )
         names = [f.filename or f"file{i}" for i, f in enumerate(files)]
         for name, f in zip(names, files, strict=True):
             if f.size is not None and f.size > max_file_bytes:
-                raise HTTPException(status.HTTP_413_CONTENT_TOO_LARGE,
-                                    detail=f"image {name!r} is {f.size} bytes; the limit is {max_file_bytes}")
+                raise HTTPException(
+                    status.HTTP_413_CONTENT_TOO_LARGE,
+                    detail=f"image {name!r} is {f.size} bytes; the limit is {max_file_bytes}",
+                )
         work = state.settings.data_dir / "tmp" / f"features-{uuid.uuid4().hex}"
         with state.inflight.slot():
             return await _embed(state, ckpt, path, names, files, work, request.headers.get("accept", ""))
@@ -203,35 +216,51 @@ def build_router(settings: Settings) -> APIRouter:
 
 
 async def _embed(
-    state: ServiceState, ckpt: CheckpointInfo, path: str, names: list[str], files: list[UploadFile],
-    work: FsPath, accept: str,
+    state: ServiceState,
+    ckpt: CheckpointInfo,
+    path: str,
+    names: list[str],
+    files: list[UploadFile],
+    work: FsPath,
+    accept: str,
 ) -> Response:
     """Stage the uploads in the shared data dir, let a worker embed them, answer JSON or .npy."""
     try:
         inputs = await run_in_threadpool(_save_uploads, work, files)
         try:
             reply = await run_in_threadpool(
-                call_worker, state.celery, state.redis, TASK_FEATURES,
-                {"path": path, "checkpoint_sha256": ckpt.sha256, "files": inputs,
-                 "output": str(work / "embeddings.npy")},
+                call_worker,
+                state.celery,
+                state.redis,
+                TASK_FEATURES,
+                {
+                    "path": path,
+                    "checkpoint_sha256": ckpt.sha256,
+                    "files": inputs,
+                    "output": str(work / "embeddings.npy"),
+                },
                 state.settings.wait_timeout,
             )
         except WorkerBusy as exc:
-            raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, detail=str(exc),
-                                headers={"Retry-After": "10"}) from exc
+            raise HTTPException(
+                status.HTTP_503_SERVICE_UNAVAILABLE, detail=str(exc), headers={"Retry-After": "10"}
+            ) from exc
         if not reply.get("ok"):
             bad = [names[i] for i in reply.get("unreadable", [])]
             if bad:
-                raise HTTPException(status.HTTP_400_BAD_REQUEST,
-                                    detail=f"unreadable image(s): {', '.join(repr(b) for b in bad)}")
+                raise HTTPException(
+                    status.HTTP_400_BAD_REQUEST, detail=f"unreadable image(s): {', '.join(repr(b) for b in bad)}"
+                )
             raise _worker_error(reply)
         npy = work / "embeddings.npy"
         if NPY_MEDIA_TYPE in accept:
-            return Response(npy.read_bytes(), media_type=NPY_MEDIA_TYPE,
-                            headers={"X-SDR-Path": path, "X-SDR-Files": str(len(names))})
+            return Response(
+                npy.read_bytes(),
+                media_type=NPY_MEDIA_TYPE,
+                headers={"X-SDR-Path": path, "X-SDR-Files": str(len(names))},
+            )
         embeddings = np.load(npy, allow_pickle=False)
-        body = FeaturesResponse(path=path, dim=int(embeddings.shape[1]), files=names,
-                                embeddings=embeddings.tolist())
+        body = FeaturesResponse(path=path, dim=int(embeddings.shape[1]), files=names, embeddings=embeddings.tolist())
         return JSONResponse(body.model_dump())
     finally:
         shutil.rmtree(work, ignore_errors=True)

@@ -36,8 +36,12 @@ def checkpoint(service_dir: Path) -> Path:
 
     torch.manual_seed(0)
     file = service_dir / "sdr_tiny_test.safetensors"
-    save_checkpoint(file, create_model("sdr_tiny"), preprocessing=default_preprocessing("sdr_tiny"),
-                    provenance={"trained": False, "init": "random (seed 0)"})
+    save_checkpoint(
+        file,
+        create_model("sdr_tiny"),
+        preprocessing=default_preprocessing("sdr_tiny"),
+        provenance={"trained": False, "init": "random (seed 0)"},
+    )
     return file
 
 

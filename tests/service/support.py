@@ -97,8 +97,9 @@ class WorkerProc:
         self.name = name
         self.log = (log_dir / f"{name}.log").open("wb")
         cmd = [sys.executable, "-m", "sdr_model.cli", "worker", "--concurrency", "1", "--hostname", f"{name}@test"]
-        self.proc = subprocess.Popen(cmd, env=settings_env(settings), stdout=self.log, stderr=subprocess.STDOUT,
-                                     cwd=REPO)
+        self.proc = subprocess.Popen(
+            cmd, env=settings_env(settings), stdout=self.log, stderr=subprocess.STDOUT, cwd=REPO
+        )
         self.client = connect(settings)
 
     def wait_ready(self, timeout: float = 90.0) -> None:
@@ -122,9 +123,9 @@ class WorkerProc:
         self.log.close()
 
 
-
-def wait_for_job(client: TestClient, job_id: str, timeout: float = 240.0, headers: dict[str, str] | None = None
-                 ) -> dict[str, object]:
+def wait_for_job(
+    client: TestClient, job_id: str, timeout: float = 240.0, headers: dict[str, str] | None = None
+) -> dict[str, object]:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         r = client.get(f"/route/{job_id}", headers=headers or {})

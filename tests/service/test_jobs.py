@@ -90,8 +90,7 @@ def test_body_limits_answer_413_while_streaming(settings: Settings, redis_server
         assert r.status_code == 413 and "limit of 500 bytes" in r.json()["detail"]
 
 
-def test_overload_is_429_with_retry_after(settings: Settings, redis_server: EmbeddedRedis,
-                                          dataset_id: str) -> None:
+def test_overload_is_429_with_retry_after(settings: Settings, redis_server: EmbeddedRedis, dataset_id: str) -> None:
     from service.app import create_app
     from tests.service.support import make_image, png_bytes
 

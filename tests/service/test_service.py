@@ -52,16 +52,18 @@ def test_api_process_never_imports_torch(settings: Settings) -> None:
         "create_app().openapi()\n"
         "print(culprits[0] if culprits else '')\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], env=settings_env(settings), cwd=REPO,
-                         capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", code], env=settings_env(settings), cwd=REPO, capture_output=True, text=True, check=True
+    )
     assert out.stdout.strip() == "", f"the API process imported a heavy module via: {out.stdout.strip()}"
 
 
 # --- datasets ------------------------------------------------------------------------------------
 
 
-def test_upload_validates_and_reupload_gives_same_id(client: TestClient, dataset_archive: bytes,
-                                                     dataset_id: str) -> None:
+def test_upload_validates_and_reupload_gives_same_id(
+    client: TestClient, dataset_archive: bytes, dataset_id: str
+) -> None:
     r = client.post("/datasets", files={"file": ("again.zip", dataset_archive, "application/zip")})
     assert r.status_code == 201, r.text
     body = r.json()
@@ -105,8 +107,9 @@ def _ranking(result: dict[str, object]) -> list[tuple[str, float]]:
     return [(p["path"], p["accuracy"]) for p in result["paths"]]  # type: ignore[index,union-attr]
 
 
-def test_route_equals_library_route(one_worker_route: dict[str, object], dataset_archive: bytes,
-                                    checkpoint: Path, service_dir: Path) -> None:
+def test_route_equals_library_route(
+    one_worker_route: dict[str, object], dataset_archive: bytes, checkpoint: Path, service_dir: Path
+) -> None:
     from sdr_model.routing import route
 
     job = one_worker_route
@@ -123,8 +126,9 @@ def test_route_equals_library_route(one_worker_route: dict[str, object], dataset
     assert {s["worker"] for s in job["shards"]} == {"w1@test"}  # type: ignore[union-attr]
 
 
-def test_two_workers_share_one_route(client: TestClient, settings: Settings, dataset_id: str,
-                                     one_worker_route: dict[str, object], service_dir: Path) -> None:
+def test_two_workers_share_one_route(
+    client: TestClient, settings: Settings, dataset_id: str, one_worker_route: dict[str, object], service_dir: Path
+) -> None:
     second = WorkerProc(settings, "w2", service_dir)
     try:
         second.wait_ready()
@@ -164,12 +168,15 @@ def test_unknown_job_is_404(client: TestClient) -> None:
     ("path", "reason"),
     [("/etc/passwd", "outside"), ("http://example.com/a.png", "URL"), ("relative/a.png", "absolute")],
 )
-def test_manifest_paths_outside_roots_are_400(client: TestClient, data_root: Path, path: str, reason: str,
-                                              settings: Settings) -> None:
+def test_manifest_paths_outside_roots_are_400(
+    client: TestClient, data_root: Path, path: str, reason: str, settings: Settings
+) -> None:
     jobs_before = len(list((settings.data_dir / "jobs").iterdir()))
     good = sorted((data_root / "train" / CLASSES[0]).iterdir())[0]
-    manifest = [{"path": str(good), "label": CLASSES[0], "split": "train"},
-                {"path": path, "label": CLASSES[1], "split": "train"}]
+    manifest = [
+        {"path": str(good), "label": CLASSES[0], "split": "train"},
+        {"path": path, "label": CLASSES[1], "split": "train"},
+    ]
     r = client.post("/route", json={"manifest": manifest})
     assert r.status_code == 400, r.text
     assert path in r.json()["detail"] and reason in r.json()["detail"]
@@ -288,8 +295,12 @@ def test_downloaded_weights_in_timm_match_features_endpoint(client: TestClient, 
 
     out = service_dir / "timm-features.npy"
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    subprocess.run([sys.executable, "-c", _TIMM_ONLY, str(weights), str(out), *map(str, images)],
-                   check=True, cwd=service_dir, env=env)
+    subprocess.run(
+        [sys.executable, "-c", _TIMM_ONLY, str(weights), str(out), *map(str, images)],
+        check=True,
+        cwd=service_dir,
+        env=env,
+    )
     timm_features = np.load(out)
     assert timm_features.shape == api.shape == (5, client.get("/subnets/0312").json()["feature_dim"])
     np.testing.assert_allclose(api, timm_features, atol=1e-5, rtol=0)
@@ -338,10 +349,17 @@ def test_auth(settings: Settings, worker: WorkerProc, dataset_id: str) -> None:
 
     secured = settings.model_copy(update={"api_keys": ["k1", "k2"]})
     with TestClient(create_app(secured)) as c:
-        for method, url in [("get", "/subnets"), ("get", "/subnets/0000/weights"), ("get", "/metrics"),
-                            ("get", f"/datasets/{dataset_id}"), ("post", "/route"), ("get", "/route/" + "0" * 32),
-                            ("delete", "/route/" + "0" * 32), ("post", "/datasets"),
-                            ("post", "/subnets/0000/features")]:
+        for method, url in [
+            ("get", "/subnets"),
+            ("get", "/subnets/0000/weights"),
+            ("get", "/metrics"),
+            ("get", f"/datasets/{dataset_id}"),
+            ("post", "/route"),
+            ("get", "/route/" + "0" * 32),
+            ("delete", "/route/" + "0" * 32),
+            ("post", "/datasets"),
+            ("post", "/subnets/0000/features"),
+        ]:
             r = getattr(c, method)(url)
             assert r.status_code == 401, (method, url, r.status_code)
             assert "API key" in r.json()["detail"]
@@ -354,14 +372,25 @@ def test_auth(settings: Settings, worker: WorkerProc, dataset_id: str) -> None:
 
 def test_openapi_has_examples(client: TestClient) -> None:
     spec = client.get("/openapi.json").json()
-    for path in ("/datasets", "/route", "/route/{job_id}", "/subnets", "/subnets/{path}",
-                 "/subnets/{path}/weights", "/subnets/{path}/features", "/livez", "/readyz", "/metrics"):
+    for path in (
+        "/datasets",
+        "/route",
+        "/route/{job_id}",
+        "/subnets",
+        "/subnets/{path}",
+        "/subnets/{path}/weights",
+        "/subnets/{path}/features",
+        "/livez",
+        "/readyz",
+        "/metrics",
+    ):
         assert path in spec["paths"], path
     assert "examples" in spec["components"]["schemas"]["RouteRequest"]
 
 
-def test_screened_route_equals_library(client: TestClient, dataset_id: str, dataset_archive: bytes,
-                                       checkpoint: Path, service_dir: Path) -> None:
+def test_screened_route_equals_library(
+    client: TestClient, dataset_id: str, dataset_archive: bytes, checkpoint: Path, service_dir: Path
+) -> None:
     from sdr_model.routing import route
 
     r = client.post("/route", json={"dataset_id": dataset_id, "screen": True})

@@ -61,7 +61,10 @@ class Serve:
         with log_file.open("wb") as log:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "sdr_model.cli", "serve", "--host", "127.0.0.1", "--port", str(self.port)],
-                env=env, cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
+                env=env,
+                cwd=REPO,
+                stdout=log,
+                stderr=subprocess.STDOUT,
             )
         deadline = time.monotonic() + 120
         while True:
@@ -91,8 +94,14 @@ def test_walkthrough_against_sdr_serve(service_dir: Path, checkpoint: Path) -> N
     env.update(SDR_DATA_DIR=str(data_dir), SDR_CHECKPOINT=str(checkpoint), PYTHONPATH=str(REPO))
     serve = Serve(env, service_dir / "serve-1.log")
     try:
-        out = subprocess.run(["bash", "-euo", "pipefail", "-c", _walkthrough()], cwd=REPO,
-                             env={**env, "API": serve.url}, capture_output=True, text=True, timeout=300)
+        out = subprocess.run(
+            ["bash", "-euo", "pipefail", "-c", _walkthrough()],
+            cwd=REPO,
+            env={**env, "API": serve.url},
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
     finally:
         serve.stop()
     assert out.returncode == 0, out.stdout + out.stderr + serve.log_file.read_text()[-3000:]

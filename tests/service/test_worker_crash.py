@@ -18,7 +18,10 @@ pytestmark = pytest.mark.slow
 
 
 def test_kill_9_mid_shard_is_redelivered_and_counted_once(
-    client: TestClient, settings: Settings, dataset_id: str, one_worker_route: dict[str, object],
+    client: TestClient,
+    settings: Settings,
+    dataset_id: str,
+    one_worker_route: dict[str, object],
     worker: WorkerProc,
 ) -> None:
     store = JobStore(connect(settings), settings.data_dir)
