@@ -71,6 +71,9 @@ def create_celery(settings: Settings, *, worker: bool = False) -> Celery:
             TASK_FEATURES: {"queue": INTERACTIVE_QUEUE},
         },
         broker_connection_retry_on_startup=True,
+        # A prefork child imports torch in `worker_process_init` (service.worker); on a busy
+        # machine that exceeds Celery's 4 s default and the child would be killed and re-forked.
+        worker_proc_alive_timeout=60,
         worker_hijack_root_logger=False,
         worker_send_task_events=False,
         task_send_sent_event=False,
