@@ -34,6 +34,7 @@
   async function run() {
     const file = $("file").files[0];
     if (!file) throw new Error("Choose a dataset archive first.");
+    jobId = null;
     $("progress-card").hidden = false;
     $("report-link").hidden = true;
     $("status").textContent = `Uploading ${file.name}…`;
@@ -70,6 +71,7 @@
     try {
       await run();
     } catch (error) {
+      if (jobId === null) $("progress-card").hidden = true; // nothing was started
       SDR.showError(error);
     } finally {
       $("submit").disabled = false;

@@ -69,9 +69,11 @@
   function renderScreening(screening) {
     if (!screening) return;
     const agrees = { true: "yes", false: "no", null: "not checked" }[String(screening.agrees_with_full_route)];
+    const saved = screening.time_saved_seconds;
     $("screening-text").textContent =
       `Every path was scored on ${screening.subset_images} training images, then the best ` +
-      `${screening.candidates.length} on all of them; about ${screening.time_saved_seconds.toFixed(1)} s saved. ` +
+      `${screening.candidates.length} on all of them; ` +
+      `${saved > 0 ? `about ${saved.toFixed(1)} s saved` : "no time saved on a dataset this small"}. ` +
       `Same pick as the full route: ${agrees}.`;
     $("screening").hidden = false;
   }
@@ -325,13 +327,15 @@
     $("skipped-none").hidden = skipped.length > 0;
   }
 
+  /** `{"features_seconds": 43.0, "shards": 4}`: durations end in `_seconds`, other entries are counts. */
   function renderTimings(timings) {
-    $("timings").replaceChildren(...Object.entries(timings).map(([name, seconds]) => {
+    $("timings").replaceChildren(...Object.entries(timings).map(([name, value]) => {
       const div = document.createElement("div");
       const dt = document.createElement("dt");
       const dd = document.createElement("dd");
+      const seconds = name.endsWith("_seconds");
       dt.textContent = name.replace(/_seconds$/, "").replaceAll("_", " ");
-      dd.textContent = `${Number(seconds).toFixed(2)} s`;
+      dd.textContent = seconds ? `${Number(value).toFixed(2)} s` : String(value);
       div.append(dt, dd);
       return div;
     }));
@@ -374,8 +378,9 @@
       clearTimeout(resizing);
       resizing = setTimeout(drawHistogram, 150);
     });
-    document.body.dataset.bestPath = result.best.path; // the report is drawn (tests wait for this)
     describeSubnet(await wireActions(result.best.path), result.best.path);
+    document.title = `Best path ${result.best.path} · Route report · SDR Router`;
+    document.body.dataset.bestPath = result.best.path; // drawn, buttons wired (tests wait for this)
   }
 
   main().catch(SDR.showError);

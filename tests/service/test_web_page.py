@@ -19,12 +19,11 @@ from typing import Any
 import httpx
 import pytest
 import uvicorn
+from playwright.sync_api import sync_playwright
 
 from service.settings import Settings
+from tests.service.support import REPO, WorkerProc
 
-playwright_api = pytest.importorskip("playwright.sync_api", reason="install the dev extra: pip install -e '.[dev]'")
-
-REPO = Path(__file__).resolve().parents[2]
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
     "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -41,7 +40,7 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def live_url(settings: Settings, worker: object) -> Iterator[str]:
+def live_url(settings: Settings, worker: WorkerProc) -> Iterator[str]:
     """The API, with an API key required, served by uvicorn on a free loopback port."""
     from service.app import create_app
 
@@ -71,7 +70,7 @@ def api(live_url: str) -> Iterator[httpx.Client]:
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
     assert CHROMIUM.is_file(), f"{CHROMIUM} is missing: apt-get install -y chromium (Debian's build)"
-    with playwright_api.sync_playwright() as p:
+    with sync_playwright() as p:
         b = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
         yield b
         b.close()
@@ -161,6 +160,12 @@ def test_report_shows_the_api_best_path(routed_job: dict[str, Any], api: httpx.C
     # One table row and one histogram count per scored path; the best row is marked.
     assert page.locator("#ranking tbody tr").count() == len(result["paths"])
     assert page.text_content("#ranking tbody tr.is-best th") == result["best"]["path"]
+    tied = [p["path"] for p in result["paths"] if p["tied_with_best"] and p["path"] != result["best"]["path"]]
+    assert page.eval_on_selector_all("#ranking tbody tr.is-tied th", "cells => cells.map(c => c.textContent)") == tied
+    assert "95% CI" in (page.text_content("#best-ci") or "") and "95% CI" in (page.text_content("#w0-ci") or "")
+    assert page.locator("#skipped li").count() == len(result["skipped"])
+    shown_timings = page.text_content("#timings") or ""
+    assert all(name.removesuffix("_seconds").replace("_", " ") in shown_timings for name in result["timings"])
     assert page.locator("#histogram rect").count() >= 1
     desc = page.text_content("#histogram desc") or ""
     counts = [int(c) for c in desc.split("Bin counts from lowest gain: ")[1].rstrip(".").split(", ")]
