@@ -11,11 +11,16 @@ import redis
 
 from service.settings import Settings
 
-__all__ = ["KEY_PREFIX", "WORKER_KEY_PREFIX", "connect", "redis_py_url"]
+__all__ = ["KEY_PREFIX", "WORKER_KEY_PREFIX", "checkpoint_verdict_key", "connect", "redis_py_url"]
 
 KEY_PREFIX = "sdr:"
 # Workers refresh `sdr:worker:<hostname>` with a short TTL (service.worker); a live key is a live worker.
 WORKER_KEY_PREFIX = f"{KEY_PREFIX}worker:"
+
+
+def checkpoint_verdict_key(sha256: str, *, valid: bool) -> str:
+    """Where workers record that a checkpoint digest loaded (or why it was refused)."""
+    return f"{KEY_PREFIX}checkpoint:{'valid' if valid else 'refused'}:{sha256}"
 
 
 def redis_py_url(broker_url: str) -> str:

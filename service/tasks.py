@@ -26,7 +26,7 @@ from celery.exceptions import SoftTimeLimitExceeded, TimeLimitExceeded
 
 from service.celery_app import TASK_EXTRACT_SUBNET, TASK_FEATURES, TASK_ROUTE_MERGE, TASK_ROUTE_SHARD
 from service.jobs import JobStatus, JobStore, ShardStart, write_json_atomic
-from service.redis_store import connect
+from service.redis_store import checkpoint_verdict_key, connect
 from service.replies import send_reply
 from service.settings import Settings, get_settings
 
@@ -36,7 +36,7 @@ if TYPE_CHECKING:
     from sdr_model import CheckpointMetadata, SDRResNet
     from sdr_model.routing import RouteData, RouteOptions
 
-__all__ = ["extract_subnet", "features", "route_merge", "route_shard"]
+__all__ = ["extract_subnet", "features", "route_merge", "route_shard", "warm_up"]
 
 log = logging.getLogger(__name__)
 
@@ -121,6 +121,26 @@ class _Refused(Exception):
 @cache
 def _runtime() -> _Runtime:
     return _Runtime(get_settings())
+
+
+def warm_up() -> None:
+    """Load and validate the checkpoint in this (child) process and record the verdict in Redis.
+
+    `/readyz` reports ready only for a checkpoint digest that a worker has loaded successfully
+    (`load_checkpoint` checks every tensor against the header's architecture); a refused file is
+    recorded with its reason, which `/readyz` shows. The key is the file's digest, so a verdict
+    never goes stale. Loading here also makes the first task fast.
+    """
+    rt = _runtime()
+    file = rt.settings.checkpoint_path
+    try:
+        _, _, sha = rt.model()
+    except Exception as exc:
+        log.critical("checkpoint %s refused: %s", file, exc)
+        digest = hashlib.sha256(file.read_bytes()).hexdigest() if file.is_file() else "missing"
+        rt.redis.set(checkpoint_verdict_key(digest, valid=False), f"{type(exc).__name__}: {exc}")
+        return
+    rt.redis.set(checkpoint_verdict_key(sha, valid=True), str(file))
 
 
 def _hostname(task: Any) -> str:

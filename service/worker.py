@@ -76,8 +76,15 @@ def _stop_heartbeat(**_: Any) -> None:
 
 @worker_process_init.connect
 def _init_child(**_: Any) -> None:
-    """Each prefork child: bound torch's threads so N children share the CPUs instead of fighting."""
+    """Each prefork child: bound torch's threads so N children share the CPUs instead of fighting,
+    then load and validate the checkpoint (`service.tasks.warm_up`)."""
     import torch
 
     threads = settings.torch_threads or max(1, (os.cpu_count() or 1) // settings.worker_concurrency)
     torch.set_num_threads(threads)
+    from service.tasks import warm_up
+
+    try:
+        warm_up()
+    except Exception:  # never kill the child over a broker hiccup: tasks retry the load themselves
+        log.exception("warm-up failed")

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+from typing import cast
+
 import redis
 from fastapi import APIRouter, Depends, Response, status
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from service.checkpoint_info import CheckpointUnavailable
-from service.deps import StateDep, require_api_key
-from service.redis_store import WORKER_KEY_PREFIX
+from service.deps import ServiceState, StateDep, require_api_key
+from service.redis_store import WORKER_KEY_PREFIX, checkpoint_verdict_key
 from service.schemas import HealthReport
 
 __all__ = ["router"]
@@ -31,8 +33,8 @@ def livez() -> HealthReport:
     responses={503: {"model": HealthReport, "description": "Not ready; `detail` says which check fails."}},
 )
 def readyz(state: StateDep) -> JSONResponse:
-    """Readiness: 200 only when Redis answers, at least one worker heartbeat is live and the
-    checkpoint header is readable; 503 (with the failing checks) until then."""
+    """Readiness: 200 only when Redis answers, at least one worker heartbeat is live and a
+    worker has loaded the served checkpoint; 503 (with the failing checks) until then."""
     checks: dict[str, bool] = {}
     detail: dict[str, str] = {}
     try:
@@ -46,8 +48,8 @@ def readyz(state: StateDep) -> JSONResponse:
         checks["broker"] = checks["worker"] = False
         detail["broker"] = f"broker unreachable: {exc}"
     try:
-        state.checkpoint.get()
-        checks["checkpoint"] = True
+        sha = state.checkpoint.get().sha256
+        checks["checkpoint"] = _verdict(state, sha, detail)
     except CheckpointUnavailable as exc:
         checks["checkpoint"] = False
         detail["checkpoint"] = str(exc)
@@ -58,6 +60,22 @@ def readyz(state: StateDep) -> JSONResponse:
         status_code=status.HTTP_200_OK if ready else status.HTTP_503_SERVICE_UNAVAILABLE,
         headers=None if ready else {"Retry-After": "5"},
     )
+
+
+def _verdict(state: ServiceState, sha: str, detail: dict[str, str]) -> bool:
+    """Whether a worker has loaded this checkpoint digest (its tensors match its header)."""
+    try:
+        valid, refused = cast(
+            list[str | None],
+            state.redis.mget([checkpoint_verdict_key(sha, valid=True), checkpoint_verdict_key(sha, valid=False)]),
+        )
+    except redis.RedisError:
+        detail["checkpoint"] = "cannot tell: broker unreachable"
+        return False
+    if valid:
+        return True
+    detail["checkpoint"] = f"refused by a worker: {refused}" if refused else "no worker has loaded this checkpoint yet"
+    return False
 
 
 @router.get(

@@ -93,10 +93,12 @@ def tar_gz_tree(root: Path) -> bytes:
 class WorkerProc:
     """A `sdr worker` subprocess with its own node name; stopped with a warm shutdown."""
 
-    def __init__(self, settings: Settings, name: str, log_dir: Path) -> None:
+    def __init__(self, settings: Settings, name: str, log_dir: Path, queues: str | None = None) -> None:
         self.name = name
         self.log = (log_dir / f"{name}.log").open("wb")
         cmd = [sys.executable, "-m", "sdr_model.cli", "worker", "--concurrency", "1", "--hostname", f"{name}@test"]
+        if queues:
+            cmd += ["--queues", queues]
         self.proc = subprocess.Popen(
             cmd, env=settings_env(settings), stdout=self.log, stderr=subprocess.STDOUT, cwd=REPO
         )

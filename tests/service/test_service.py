@@ -412,3 +412,46 @@ def test_other_scorers_pass_through(client: TestClient, dataset_id: str, scorer:
     assert job["status"] == "succeeded", job
     assert job["result"]["scorer"] == scorer  # type: ignore[index]
     assert sorted(p["path"] for p in job["result"]["paths"]) == ["0000", "2103"]  # type: ignore[index]
+
+
+def test_readyz_reports_a_checkpoint_that_does_not_match_its_header(
+    settings: Settings, worker: WorkerProc, checkpoint: Path, service_dir: Path
+) -> None:
+    """Tensors of another architecture under a valid sdr_tiny header: a worker refuses it, /readyz says why."""
+    import json as _json
+    import struct
+
+    import torch
+
+    from sdr_model import create_model, default_preprocessing, save_checkpoint
+    from service.app import create_app
+
+    other = service_dir / "other-arch.safetensors"
+    torch.manual_seed(1)
+    save_checkpoint(
+        other, create_model("sdr_tiny", depths=(1, 2, 1, 1)), preprocessing=default_preprocessing("sdr_tiny")
+    )
+    raw = other.read_bytes()
+    (n,) = struct.unpack("<Q", raw[:8])
+    header = _json.loads(raw[8 : 8 + n])
+    good = _json.loads(checkpoint.read_bytes()[8 : 8 + struct.unpack("<Q", checkpoint.read_bytes()[:8])[0]])
+    header["__metadata__"]["sdr"] = good["__metadata__"]["sdr"]  # claims the real sdr_tiny architecture
+    text = _json.dumps(header).encode()
+    bad = service_dir / "mismatched.safetensors"
+    bad.write_bytes(struct.pack("<Q", len(text)) + text + raw[8 + n :])
+
+    wrong = settings.model_copy(update={"checkpoint": bad})
+    refusing = WorkerProc(wrong, "w-bad", service_dir, queues="sdr.nothing")  # takes no real work
+    try:
+        refusing.wait_ready()
+        deadline = time.monotonic() + 60
+        with TestClient(create_app(wrong)) as c:
+            while True:
+                r = c.get("/readyz")
+                if "refused" in r.json()["detail"].get("checkpoint", "") or time.monotonic() > deadline:
+                    break
+                time.sleep(0.5)
+    finally:
+        refusing.stop()
+    assert r.status_code == 503 and r.json()["checks"]["checkpoint"] is False
+    assert "refused by a worker" in r.json()["detail"]["checkpoint"], r.json()
