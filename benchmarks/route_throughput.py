@@ -3,7 +3,8 @@
 Part 1, for each preset: the features of W0 and all 256 paths for the same decoded images, once
 by the depth-first prefix-tree walk (`prefix_tree_features`: stem once, stage 1 x4, 2 x16, 3 x64,
 4 x256) and once by 257 separate `forward_features` calls per batch (the naive loop), in the same
-run. The bound is the ratio of their FLOPs, counted per stage by `torch.utils.flop_counter`:
+run, batch by batch and interleaved (the machine's noise then hits both alike). The bound is the
+ratio of their FLOPs, counted per stage by `torch.utils.flop_counter`:
 
     naive  = 256 * (stem + s1 + s2 + s3 + s4) + W0
     shared = stem + 4 s1 + 16 s2 + 64 s3 + 256 s4 + (W0 - stem)
@@ -15,14 +16,19 @@ Part 2: `route()` on 2,000 64-px Fashion-MNIST test images (1,600 train / 400 te
 PNGs, so decoding is timed too) with a random-init sdr_tiny checkpoint over all 256 paths + W0.
 Goal (issue 5): under a minute on 2 CPU cores.
 
-    .venv/bin/python -m benchmarks.route_throughput                      # both parts, defaults
-    .venv/bin/python -m benchmarks.route_throughput --resnet50-size 224 --resnet50-images 64
+    OMP_WAIT_POLICY=PASSIVE .venv/bin/python -m benchmarks.route_throughput      # both parts, defaults
+    OMP_WAIT_POLICY=PASSIVE .venv/bin/python -m benchmarks.route_throughput --resnet50-size 224 --resnet50-images 64
+
+OMP_WAIT_POLICY=PASSIVE: on cores shared with other busy processes, torch's OpenMP threads spinning
+at barriers made a 2-thread walk 20x slower than a 1-thread one (175 s vs 9 s, load average 9 on 2
+cores); passive waiting gave 12 s. On an idle machine the policy makes little difference.
 """
 
 from __future__ import annotations
 
 import argparse
 import gzip
+import os
 import tempfile
 import time
 from pathlib import Path
@@ -62,17 +68,15 @@ def flop_bound(model: SDRResNet, x: torch.Tensor) -> tuple[float, float, float]:
     return naive, shared, naive / shared
 
 
-def naive_features(model: SDRResNet, pixels: torch.Tensor, preprocessing: Preprocessing, batch: int) -> None:
-    """Every path on its own: 257 full forward passes per mini-batch."""
-    paths = [None, *all_paths()]
+def naive_features(model: SDRResNet, x: torch.Tensor) -> None:
+    """Every path on its own: 257 full forward passes over the mini-batch."""
     with torch.inference_mode():
-        for start in range(0, len(pixels), batch):
-            x = normalize(pixels[start : start + batch], preprocessing)
-            for path in paths:
-                model.forward_features(x, path)
+        for path in [None, *all_paths()]:
+            model.forward_features(x, path)
 
 
 def compare(name: str, images: int, size: int, batch: int, channels_last: bool) -> dict[str, float]:
+    """Shared walk and naive loop on the same mini-batches, interleaved so machine noise hits both alike."""
     torch.manual_seed(0)
     model = create_model(name).eval()
     preprocessing = default_preprocessing(name)
@@ -80,22 +84,27 @@ def compare(name: str, images: int, size: int, batch: int, channels_last: bool) 
     pixels = torch.randint(0, 256, (images, model.config.in_chans, size, size), dtype=torch.uint8)
     naive_flops, shared_flops, bound = flop_bound(model, normalize(pixels[:1], preprocessing))
     paths = [None, *all_paths()]
-    prefix_tree_features(model, pixels[:batch], preprocessing, paths, batch_size=batch)  # warm-up
-    start = time.perf_counter()
-    prefix_tree_features(model, pixels, preprocessing, paths, batch_size=batch, channels_last=channels_last)
-    shared_s = time.perf_counter() - start
-    start = time.perf_counter()
-    naive_features(model, pixels, preprocessing, batch)
-    naive_s = time.perf_counter() - start
-    speedup = naive_s / shared_s
+    prefix_tree_features(model, pixels[:2], preprocessing, paths, batch_size=2)  # warm-up (index caches)
+    # Wall time, and the process's CPU time, which machine contention distorts much less.
+    shared_s = naive_s = shared_cpu = naive_cpu = 0.0
+    for start in range(0, images, batch):
+        chunk = pixels[start : start + batch]
+        t0, c0 = time.perf_counter(), time.process_time()
+        prefix_tree_features(model, chunk, preprocessing, paths, batch_size=batch, channels_last=channels_last)
+        t1, c1 = time.perf_counter(), time.process_time()
+        naive_features(model, normalize(chunk, preprocessing))
+        shared_s, naive_s = shared_s + t1 - t0, naive_s + time.perf_counter() - t1
+        shared_cpu, naive_cpu = shared_cpu + c1 - c0, naive_cpu + time.process_time() - c1
+    speedup, cpu_speedup = naive_s / shared_s, naive_cpu / shared_cpu
     print(
-        f"{name:>13} {size:>4}px {images:>5} img | naive {naive_s:8.1f} s  shared {shared_s:7.1f} s "
-        f"({images * 257 / shared_s:7.0f} image-paths/s) | speedup {speedup:4.2f}x  bound {bound:4.2f}x  "
-        f"= {100 * speedup / bound:3.0f}% of bound | GFLOP/img naive {naive_flops / 1e9:7.1f} shared "
-        f"{shared_flops / 1e9:6.1f}",
+        f"{name} at {size} px, {images} images, batch {batch}: naive {naive_s:.1f} s wall / {naive_cpu:.1f} s CPU, "
+        f"shared {shared_s:.1f} s wall / {shared_cpu:.1f} s CPU ({images * 257 / shared_s:.0f} image-paths/s)\n"
+        f"    speedup {speedup:.2f}x wall, {cpu_speedup:.2f}x CPU; FLOP bound {bound:.2f}x "
+        f"({naive_flops / 1e9:.1f} vs {shared_flops / 1e9:.1f} GFLOP per image) -> "
+        f"{100 * speedup / bound:.0f}% (wall), {100 * cpu_speedup / bound:.0f}% (CPU) of the bound",
         flush=True,
     )
-    return {"naive_s": naive_s, "shared_s": shared_s, "speedup": speedup, "bound": bound}
+    return {"naive_s": naive_s, "shared_s": shared_s, "speedup": speedup, "cpu_speedup": cpu_speedup, "bound": bound}
 
 
 def fashion_mnist_folder(root: Path, count: int, test_every: int = 5) -> Path:
@@ -121,13 +130,14 @@ def route_2000(batch: int) -> None:
         checkpoint = save_checkpoint(
             Path(tmp) / "tiny.safetensors", create_model("sdr_tiny"), preprocessing=default_preprocessing("sdr_tiny")
         )
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.process_time()
         result = route(checkpoint, dataset, batch_size=batch)
-        total = time.perf_counter() - start
+        total, cpu = time.perf_counter() - start, time.process_time() - cpu
     t = result.timings
     print(
         f"sdr_tiny route, 2,000 Fashion-MNIST images (1,600 train / 400 test), 256 paths + W0, kNN LOO: "
-        f"{total:.1f} s total (decode {t['decode_seconds']:.1f} s, features {t['features_seconds']:.1f} s, "
+        f"{total:.1f} s wall, {cpu:.1f} s CPU (decode {t['decode_seconds']:.1f} s, "
+        f"features {t['features_seconds']:.1f} s, "
         f"scoring {t['scoring_seconds']:.1f} s); best {result.best.path} {100 * result.best.accuracy:.1f}% vs "
         f"W0 {100 * result.supernet.accuracy:.1f}% (random init)"
     )
@@ -143,7 +153,11 @@ def main() -> None:
     parser.add_argument("--skip-compare", action="store_true")
     parser.add_argument("--skip-route", action="store_true")
     args = parser.parse_args()
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+    print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads, OMP_WAIT_POLICY="
+        f"{os.environ.get('OMP_WAIT_POLICY', '(unset)')}, load average {load} on {os.cpu_count()} CPUs"
+    )
     if not args.skip_compare:
         compare("sdr_tiny", args.tiny_images, 64, args.batch_size, args.channels_last)
         compare("sdr_resnet50", args.resnet50_images, args.resnet50_size, args.batch_size, args.channels_last)

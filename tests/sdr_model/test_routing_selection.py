@@ -5,7 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from sdr_model import create_model
 from sdr_model.routing.data import RouteContext
+from sdr_model.routing.engine import auto_num_shards
 from sdr_model.routing.merge import MergeError, merge_scores
 from sdr_model.routing.options import RouteOptions
 from sdr_model.routing.scoring import PathScore, score_features
@@ -162,3 +164,10 @@ def test_plan_shards_are_prefix_subtrees_with_w0_first() -> None:
     assert sum(len(s) for s in plan_shards(7)) == 257
     with pytest.raises(ValueError):
         plan_shards(0)
+
+
+def test_auto_num_shards_bounds_feature_memory_with_prefix_subtrees() -> None:
+    tiny = create_model("sdr_tiny")  # 160-d sub-net features
+    assert auto_num_shards(tiny, 2000) == 1  # 257 x 2000 x 160 x 4 B = 0.3 GB fits in 1 GiB
+    assert auto_num_shards(tiny, 2000, budget=100 << 20) == 4  # a power of G: whole subtrees
+    assert auto_num_shards(tiny, 10**7) == 256  # never more shards than paths
