@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from training.config import TrainConfig, load_config
@@ -45,3 +47,17 @@ def make_image_folder(root: Path, classes: int = 4, per_class: int = 6, size: in
 @pytest.fixture
 def image_folder(tmp_path: Path) -> Path:
     return make_image_folder(tmp_path / "images")
+
+
+@pytest.fixture(autouse=True)
+def one_thread() -> Iterator[None]:
+    """Run each training test on one intra-op thread, restoring the suite's setting afterwards.
+
+    These tests are many small tensor ops; on a shared CI machine with more runnable processes
+    than cores, OpenMP threads that spin-wait for each other made them 10-40x slower than on one
+    thread (measured here under a load average of 10).
+    """
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -26,7 +26,12 @@ def trained_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, TrainCo
     images = make_image_folder(tmp / "images", classes=4, per_class=130, size=28, corrupt=2)
     config = smoke_config(tmp, data={"kind": "image_folder", "root": str(images), "storage_size": 32})
     file = write_config(config, tmp / "recipe.yaml")
-    assert sdr(["train", "all", "--config", str(file)]) == 0
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as the autouse fixture does for function-scoped tests (conftest.py)
+    try:
+        assert sdr(["train", "all", "--config", str(file)]) == 0
+    finally:
+        torch.set_num_threads(threads)
     return Path(config.run_dir), config
 
 

@@ -16,6 +16,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from sdr_model.cli import main as sdr
+
 from .conftest import REPO, smoke_config, write_config
 
 # One thread per run: results are compared bit for bit, and a single thread also keeps the runs
@@ -92,7 +94,7 @@ def test_killed_and_resumed_run_matches_uninterrupted_run(tmp_path: Path, runs: 
     killed_file = write_config(killed, tmp_path / "killed.yaml")
     run_dir = Path(killed.run_dir)
 
-    runs.finish(ref_file)
+    assert sdr(["train", "all", "--config", str(ref_file)]) == 0  # in-process, one thread (conftest.py)
     baseline_step = _kill_once_saved(runs.start(killed_file), run_dir / "baseline", total=24)
     progressive_step = _kill_once_saved(runs.start(killed_file), run_dir / "progressive", total=20)
     runs.finish(killed_file)
