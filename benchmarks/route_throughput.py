@@ -174,6 +174,7 @@ def main() -> None:
     parser.add_argument("--resnet50-size", type=int, default=64, help="input side for sdr_resnet50 (paper: 224)")
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--channels-last", action="store_true", help="NHWC activations in the shared walk")
+    parser.add_argument("--presets", nargs="+", default=["sdr_tiny", "sdr_resnet50"], help="presets to compare")
     parser.add_argument("--skip-compare", action="store_true")
     parser.add_argument("--skip-route", action="store_true")
     args = parser.parse_args()
@@ -183,8 +184,10 @@ def main() -> None:
         f"{os.environ.get('OMP_WAIT_POLICY', '(unset)')}, load average {load} on {os.cpu_count()} CPUs"
     )
     if not args.skip_compare:
-        compare("sdr_tiny", args.tiny_images, 64, args.batch_size, args.channels_last)
-        compare("sdr_resnet50", args.resnet50_images, args.resnet50_size, args.batch_size, args.channels_last)
+        if "sdr_tiny" in args.presets:
+            compare("sdr_tiny", args.tiny_images, 64, args.batch_size, args.channels_last)
+        if "sdr_resnet50" in args.presets:
+            compare("sdr_resnet50", args.resnet50_images, args.resnet50_size, args.batch_size, args.channels_last)
     if not args.skip_route:
         route_2000(args.batch_size)
 
