@@ -107,6 +107,7 @@ def _ranking(result: dict[str, object]) -> list[tuple[str, float]]:
     return [(p["path"], p["accuracy"]) for p in result["paths"]]  # type: ignore[index,union-attr]
 
 
+@pytest.mark.slow
 def test_route_equals_library_route(
     one_worker_route: dict[str, object], dataset_archive: bytes, checkpoint: Path, service_dir: Path
 ) -> None:
@@ -126,6 +127,7 @@ def test_route_equals_library_route(
     assert {s["worker"] for s in job["shards"]} == {"w1@test"}  # type: ignore[union-attr]
 
 
+@pytest.mark.slow
 def test_two_workers_share_one_route(
     client: TestClient, settings: Settings, dataset_id: str, one_worker_route: dict[str, object], service_dir: Path
 ) -> None:
@@ -388,6 +390,7 @@ def test_openapi_has_examples(client: TestClient) -> None:
     assert "examples" in spec["components"]["schemas"]["RouteRequest"]
 
 
+@pytest.mark.slow
 def test_screened_route_equals_library(
     client: TestClient, dataset_id: str, dataset_archive: bytes, checkpoint: Path, service_dir: Path
 ) -> None:
@@ -414,6 +417,7 @@ def test_other_scorers_pass_through(client: TestClient, dataset_id: str, scorer:
     assert sorted(p["path"] for p in job["result"]["paths"]) == ["0000", "2103"]  # type: ignore[index]
 
 
+@pytest.mark.slow
 def test_readyz_reports_a_checkpoint_that_does_not_match_its_header(
     settings: Settings, worker: WorkerProc, checkpoint: Path, service_dir: Path
 ) -> None:
