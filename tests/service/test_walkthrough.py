@@ -1,4 +1,4 @@
-"""The docs/SERVICE.md walkthrough, run as written against `sdr serve` (embedded Redis + worker).
+"""The README walkthrough, run as written against `sdr serve` (embedded Redis + worker).
 
 Also checks the embedded mode's life cycle: SIGTERM stops uvicorn, the worker and Redis and exits
 0, leaving no process behind; a restarted `sdr serve` still has the dataset and the finished job.
@@ -26,7 +26,7 @@ pytestmark = pytest.mark.slow
 
 
 def _walkthrough() -> str:
-    text = (REPO / "docs" / "SERVICE.md").read_text()
+    text = (REPO / "README.md").read_text()
     block = text.split("<!-- walkthrough:begin -->", 1)[1].split("<!-- walkthrough:end -->", 1)[0]
     return block.split("```bash\n", 1)[1].rsplit("```", 1)[0]
 
