@@ -15,10 +15,16 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from docs.evidence.tasks import Task, build_task, zip_tree  # noqa: E402
+from docs.evidence.tasks import Task, build_task, zip_tree
 
-DEMO = Task("fmnist_tops_demo", "fashion-mnist-test", (0, 2, 4, 6), 60, test_fraction=1 / 3,
-            description="demo: tops, 40 train + 20 test per class")
+DEMO = Task(
+    "fmnist_tops_demo",
+    "fashion-mnist-test",
+    (0, 2, 4, 6),
+    60,
+    test_fraction=1 / 3,
+    description="demo: tops, 40 train + 20 test per class",
+)
 
 
 def main() -> None:

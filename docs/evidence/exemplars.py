@@ -14,13 +14,13 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from safetensors.numpy import load_file  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+from safetensors.numpy import load_file
 
-from docs.evidence.tasks import FASHION_MNIST_ROOT  # noqa: E402
-from sdr_model.paths import id_to_path  # noqa: E402
-from training.data.fashion_mnist import read_idx  # noqa: E402
+from docs.evidence.tasks import FASHION_MNIST_ROOT
+from sdr_model.paths import id_to_path
+from training.data.fashion_mnist import read_idx
 
 
 def main() -> None:

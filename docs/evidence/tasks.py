@@ -19,8 +19,18 @@ import numpy as np
 from PIL import Image
 
 FASHION_MNIST_ROOT = Path("/usr/share/datasets/fashion-mnist")
-FASHION_CLASSES = ("t-shirt_top", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag",
-                   "ankle_boot")
+FASHION_CLASSES = (
+    "t-shirt_top",
+    "trouser",
+    "pullover",
+    "dress",
+    "coat",
+    "sandal",
+    "shirt",
+    "sneaker",
+    "bag",
+    "ankle_boot",
+)
 
 
 @dataclass(frozen=True)
@@ -70,7 +80,7 @@ def build_task(task: Task, out_dir: Path, seed: int = 0) -> Path:
         shutil.rmtree(root)
     for cls in task.classes:
         idx = rng.permutation(np.flatnonzero(labels == cls))[: task.per_class]
-        n_test = int(round(len(idx) * task.test_fraction))
+        n_test = round(len(idx) * task.test_fraction)
         for split, chosen in (("test", idx[:n_test]), ("train", idx[n_test:])):
             folder = root / split / class_names[cls]
             folder.mkdir(parents=True, exist_ok=True)

@@ -18,14 +18,23 @@ __all__ = ["WEB_DIR", "router"]
 
 WEB_DIR = FsPath(__file__).resolve().parent.parent / "web"
 
-_MEDIA_TYPES = {".html": "text/html; charset=utf-8", ".css": "text/css; charset=utf-8",
-                ".js": "text/javascript; charset=utf-8"}
+_MEDIA_TYPES = {
+    ".html": "text/html; charset=utf-8",
+    ".css": "text/css; charset=utf-8",
+    ".js": "text/javascript; charset=utf-8",
+}
 # Everything the page needs comes from this origin; no inline script or style anywhere.
-_CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
-        "connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'")
+_CSP = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
+)
 # The page is small and changes with the code: always revalidate (ETag / Last-Modified).
-_HEADERS = {"Cache-Control": "no-cache", "Content-Security-Policy": _CSP, "X-Content-Type-Options": "nosniff",
-            "Referrer-Policy": "no-referrer"}
+_HEADERS = {
+    "Cache-Control": "no-cache",
+    "Content-Security-Policy": _CSP,
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+}
 _ASSETS = {p.name: p for p in WEB_DIR.iterdir() if p.suffix in _MEDIA_TYPES and p.suffix != ".html"}
 
 router = APIRouter(include_in_schema=False)

@@ -27,8 +27,14 @@ from tests.service.support import REPO, WorkerProc
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
 ]
 AXE_SOURCE = (Path(__file__).parent / "vendor" / "axe.min.js").read_text()
 DEMO_ARCHIVE = REPO / "examples" / "fmnist_tops_demo.zip"
@@ -218,8 +224,9 @@ def test_pages_fit_375px(routed_job: dict[str, Any], browser: Any, live_url: str
 
 
 def _column(page: Any, index: int) -> list[str]:
-    return list(page.eval_on_selector_all(
-        f"#ranking tbody tr > :nth-child({index})", "cells => cells.map(c => c.textContent)"))
+    return list(
+        page.eval_on_selector_all(f"#ranking tbody tr > :nth-child({index})", "cells => cells.map(c => c.textContent)")
+    )
 
 
 def test_table_sorts_by_clicking_headers(routed_job: dict[str, Any], api: httpx.Client) -> None:
