@@ -40,8 +40,10 @@ test: setup
 test-fast: setup
 	$(BIN)/python -m pytest -q -m "not slow"
 
+# Prints the measured ratios; docs/BENCHMARKS.md records them with the machine and load.
 bench: setup
-	$(BIN)/python -m benchmarks.run_all
+	OMP_WAIT_POLICY=PASSIVE $(BIN)/python -m benchmarks.route_throughput
+	$(BIN)/python -m benchmarks.train_step
 
 evidence: setup
 	$(BIN)/python -m docs.evidence.run
