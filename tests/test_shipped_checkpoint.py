@@ -47,13 +47,19 @@ def test_every_path_has_its_own_calibrated_bn_statistics(shipped):
     assert len(signatures) == 256
 
 
-def test_routes_the_demo_archive_end_to_end(shipped):
+def test_routes_the_demo_archive_end_to_end(shipped, tmp_path):
+    from sdr_model import create_model, default_preprocessing, save_checkpoint
     from sdr_model.routing import route
 
     result = route(shipped, DEMO).to_dict()
     assert len(result["paths"]) == 256
     assert result["dataset"]["classes"] == ["coat", "pullover", "shirt", "t-shirt_top"]
-    # a trained checkpoint separates these classes well above chance (25%)
-    assert result["supernet"]["accuracy"] > 0.5
-    assert 0.0 <= result["best"]["accuracy"] <= 1.0
     assert result["best"]["path"] == result["paths"][0]["path"]
+    # Training must show: the shipped W0 separates the demo's classes clearly better than the same
+    # network at random init. k=20: the demo's 160-image bank makes k=200 a vote over everything.
+    torch.manual_seed(0)
+    random_init = save_checkpoint(
+        tmp_path / "random.safetensors", create_model("sdr_tiny"), preprocessing=default_preprocessing("sdr_tiny")
+    )
+    untrained = route(str(random_init), DEMO).to_dict()
+    assert result["supernet"]["knn_top1"]["20"] > untrained["supernet"]["knn_top1"]["20"] + 0.1
