@@ -6,8 +6,9 @@ torch-free API process included, and importing this package must not drag in tor
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from sdr_model.lazy_exports import lazy_getattr
 
 if TYPE_CHECKING:
     from sdr_model.checkpoint import (
@@ -80,7 +81,4 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
-    if name not in _EXPORTS:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(importlib.import_module(f"sdr_model.{_EXPORTS[name]}"), name)
+__getattr__ = lazy_getattr(__name__, _EXPORTS)

@@ -198,8 +198,8 @@ def _check_framing(file: Path) -> None:
             if head[:1] == b"\x80" or head[:4] == b"PK\x03\x04":
                 raise CheckpointError(
                     f"{file}: is a pickle / torch.save file; only safetensors is accepted, because unpickling "
-                    f"runs arbitrary code. Convert it where you trust it: "
-                    f"safetensors.torch.save_file(torch.load(...), 'model.safetensors')"
+                    f"runs arbitrary code. Convert it on a machine where you trust its origin, with "
+                    f"safetensors.torch.save_file, or make a checkpoint with `sdr init` / `sdr train`"
                 )
             raise CheckpointError(f"{file}: not a safetensors file ({size} bytes, no safetensors header)")
         f.seek(0)

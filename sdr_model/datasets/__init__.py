@@ -9,8 +9,9 @@ readers, and must not pull in torch through `images`.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from sdr_model.lazy_exports import lazy_getattr
 
 if TYPE_CHECKING:
     from sdr_model.datasets.archive import ArchiveError, ArchiveLimits, ExtractedArchive, is_archive, safe_extract
@@ -84,7 +85,4 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
-    if name not in _EXPORTS:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(importlib.import_module(f"sdr_model.datasets.{_EXPORTS[name]}"), name)
+__getattr__ = lazy_getattr(__name__, _EXPORTS)

@@ -10,8 +10,9 @@ in every process, including the torch-free API process, does not drag in torch a
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from sdr_model.lazy_exports import lazy_getattr
 
 if TYPE_CHECKING:
     from sdr_model.routing.data import RouteContext, RouteData, prepare_route_data
@@ -72,7 +73,4 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
-    if name not in _EXPORTS:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(importlib.import_module(f"sdr_model.routing.{_EXPORTS[name]}"), name)
+__getattr__ = lazy_getattr(__name__, _EXPORTS)
