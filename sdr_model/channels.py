@@ -23,7 +23,10 @@ def channel_index(config: SDRConfig, width: int, group: int, device: torch.devic
     index = _INDEX_CACHE.get(key)
     if index is None:
         start = shared + group * gw
-        index = torch.cat([torch.arange(shared), torch.arange(start, start + gw)]).to(device)
+        # A normal tensor even when first built under inference_mode (routing): the cache outlives
+        # that context, and autograd refuses to save inference tensors for a later training step.
+        with torch.inference_mode(False):
+            index = torch.cat([torch.arange(shared), torch.arange(start, start + gw)]).to(device)
         _INDEX_CACHE[key] = index
     return index
 

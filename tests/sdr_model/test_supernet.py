@@ -129,3 +129,17 @@ def test_config_rejects_widths_that_do_not_split():
     with pytest.raises(ConfigError, match="stem_width"):
         SDRConfig(stem_width=32)
     assert preset_config("sdr_tiny") == SDRConfig.from_dict(preset_config("sdr_tiny").to_dict())
+
+
+def test_training_works_after_an_inference_mode_forward_on_a_fresh_channel_cache():
+    """The channel index cache is shared by routing (inference_mode) and training (autograd)."""
+    from sdr_model import channels
+
+    channels._INDEX_CACHE.clear()
+    model = create_model("sdr_tiny")
+    x = torch.randn(2, 1, 64, 64)
+    with torch.inference_mode():
+        model.forward_features(x, "3213")
+    model.train()
+    model.forward_features(x, "3213").sum().backward()  # raised "Inference tensors cannot be saved"
+    assert model.layer4[0].conv1.weight.grad is not None
