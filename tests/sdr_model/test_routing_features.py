@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import numpy as np
 import pytest
 import torch
@@ -14,15 +12,7 @@ from sdr_model.datasets import normalize
 from sdr_model.routing import RouteCancelled, prefix_tree_features
 from sdr_model.supernet import SDRResNet
 
-
-@pytest.fixture(autouse=True)
-def one_thread() -> Iterator[None]:
-    """One intra-op thread: on a CI machine with more runnable processes than cores, OpenMP threads
-    spin-waiting for each other made a 2-thread prefix walk 20x slower than a 1-thread one."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # see tests/conftest.py::one_thread
 
 
 def _randomized(name: str) -> SDRResNet:

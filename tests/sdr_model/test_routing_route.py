@@ -6,7 +6,6 @@ import itertools
 import json
 import shutil
 import zipfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -31,14 +30,7 @@ from sdr_model.routing import (
 FAST = {"n_boot": 200}  # bootstrap resamples: enough for the tests, quicker than the default 1000
 
 
-@pytest.fixture(autouse=True)
-def one_thread() -> Iterator[None]:
-    """One intra-op thread: on a CI machine with more runnable processes than cores, OpenMP threads
-    spin-waiting for each other made a 2-thread prefix walk 20x slower than a 1-thread one."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # see tests/conftest.py::one_thread
 
 
 @pytest.fixture(scope="module")

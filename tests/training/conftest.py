@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 from training.config import TrainConfig, load_config
@@ -50,14 +48,5 @@ def image_folder(tmp_path: Path) -> Path:
 
 
 @pytest.fixture(autouse=True)
-def one_thread() -> Iterator[None]:
-    """Run each training test on one intra-op thread, restoring the suite's setting afterwards.
-
-    These tests are many small tensor ops; on a shared CI machine with more runnable processes
-    than cores, OpenMP threads that spin-wait for each other made them 10-40x slower than on one
-    thread (measured here under a load average of 10).
-    """
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+def _training_tests_on_one_thread(one_thread: None) -> None:
+    """Every training test runs on one intra-op thread (tests/conftest.py::one_thread says why)."""
