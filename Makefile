@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup system-deps run test test-fast bench lint evidence clean
+.PHONY: setup system-deps run test test-fast bench lint evidence ablations ablation-random ablation-w0 ablation-l2 clean
 
 setup: $(STAMP) system-deps
 
@@ -47,6 +47,37 @@ bench: setup
 
 evidence: setup
 	$(BIN)/python -m docs.evidence.run
+
+# The shipped recipe, then the three ablations of docs/MODEL_CARD.md. Each ablation starts from the
+# main run's finished stages (copied once, never shared), so it differs from the shipped checkpoint
+# only in the setting it ablates. `make evidence` routes every runs/ablation_*/supernet.safetensors.
+RECIPE := configs/sdr_tiny_fmnist.yaml
+MAIN_RUN := runs/sdr_tiny_fmnist
+# $(1) name, $(2) main-run stage markers to reuse, $(3) recipe overrides
+define ablation
+	mkdir -p runs/ablation_$(1)
+	for marker in $(2); do \
+	  stage=$${marker%%/*}; \
+	  test -f $(MAIN_RUN)/$$marker || { echo "$(MAIN_RUN)/$$stage is not finished: run the recipe first" >&2; exit 1; }; \
+	  test -d runs/ablation_$(1)/$$stage || cp -r $(MAIN_RUN)/$$stage runs/ablation_$(1)/; \
+	done
+	OMP_WAIT_POLICY=PASSIVE $(BIN)/sdr train all --config $(RECIPE) --run-dir runs/ablation_$(1) $(3)
+endef
+
+ablations: ablation-random ablation-w0 ablation-l2
+
+# (a) equal random splits of the images instead of the Sinkhorn clusters
+ablation-random: setup
+	$(call ablation,random,baseline/done.json,--set cluster.mapping=random)
+
+# (b) SimSiam on W0 alone for the same total steps: every progressive step draws W0 (rho = 1)
+ablation-w0: setup
+	$(call ablation,w0,baseline/done.json cluster/clusters.json,--set progressive.rho=1.0)
+
+# (c) L2 distillation instead of SiamKD; lam = 1/proj_dim makes it a per-dimension mean squared error,
+# the scale of SiamKD's cosine loss (lam = 1 would let a 512-dim squared distance swamp SimSiam's loss)
+ablation-l2: setup
+	$(call ablation,l2,baseline/done.json cluster/clusters.json,--set progressive.distill=l2 --set progressive.lam=0.001953125)
 
 lint: setup
 	$(BIN)/ruff check .

@@ -30,6 +30,14 @@ def register(subparsers: Any) -> None:
         p = stages.add_parser(stage, help=text, description=text)
         p.add_argument("--config", required=True, type=Path, help="recipe YAML (see configs/)")
         p.add_argument("--run-dir", type=Path, default=None, help="override the recipe's run_dir")
+        p.add_argument(
+            "--set",
+            dest="overrides",
+            action="append",
+            default=[],
+            metavar="KEY=VALUE",
+            help="override one recipe setting, e.g. --set cluster.mapping=random (repeatable; values are YAML)",
+        )
         p.set_defaults(func=_train)
     p = stages.add_parser("plot", help="write PNG plots of a run's metrics into RUN_DIR/plots/")
     p.add_argument("run_dir", type=Path, help="a run directory written by `sdr train`")
@@ -43,7 +51,7 @@ def _train(args: argparse.Namespace) -> int:
     from training.stages import StageError, run_stage
 
     try:
-        run = open_run(load_config(args.config), args.run_dir)
+        run = open_run(load_config(args.config, args.overrides), args.run_dir)
         run_stage(run, args.stage)
     except (TrainConfigError, DataError, StageError) as exc:
         print(f"sdr train: error: {exc}", file=sys.stderr)

@@ -7,6 +7,7 @@ keeps the resolved copy so that a resumed run refuses to continue under a differ
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal
@@ -174,15 +175,36 @@ class TrainConfig:
         file.write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
 
 
-def load_config(file: str | Path) -> TrainConfig:
-    """Read a recipe YAML; unknown keys fail with their dotted name."""
+def load_config(file: str | Path, overrides: Sequence[str] = ()) -> TrainConfig:
+    """Read a recipe YAML, then apply `section.key=value` overrides; unknown keys fail with their dotted name.
+
+    Overrides let an ablation differ from its recipe by the one setting it ablates
+    (`--set cluster.mapping=random`) instead of by a copied file that drifts from the original.
+    Values are parsed as YAML, so `0.5`, `true` and `[1, 2]` get their types.
+    """
     file = Path(file)
     if not file.is_file():
         raise TrainConfigError(f"config file {file} does not exist")
     raw = yaml.safe_load(file.read_text()) or {}
     if not isinstance(raw, dict):
         raise TrainConfigError(f"{file}: expected a mapping at the top level")
+    for override in overrides:
+        _apply_override(raw, override)
     return TrainConfig.from_dict(raw)
+
+
+def _apply_override(raw: dict[str, Any], override: str) -> None:
+    key, sep, text = override.partition("=")
+    if not sep or not key.strip():
+        raise TrainConfigError(f"override {override!r} is not KEY=VALUE (for example progressive.rho=1.0)")
+    *sections, name = key.strip().split(".")
+    node = raw
+    for i, section in enumerate(sections):
+        child = node.setdefault(section, {})
+        if not isinstance(child, dict):
+            raise TrainConfigError(f"override {override!r}: {'.'.join(sections[: i + 1])} is not a section")
+        node = child
+    node[name] = yaml.safe_load(text)
 
 
 def _build(cls: Any, d: dict[str, Any], prefix: str) -> Any:

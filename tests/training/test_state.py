@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -85,3 +86,36 @@ def test_unknown_recipe_keys_are_named(tmp_path: Path) -> None:
     with pytest.raises(TrainConfigError, match=r"progressive\.phase_step"):
         load_config(file)
     assert TrainConfig.from_dict({"progressive": {"phase_steps": [1, 2, 3, 4]}}).progressive.phase_steps == (1, 2, 3, 4)
+
+
+def test_overrides_change_only_the_named_settings() -> None:
+    recipe = REPO / "configs" / "sdr_tiny_fmnist.yaml"
+    base = load_config(recipe)
+    changed = load_config(
+        recipe, ["cluster.mapping=random", "progressive.rho=1.0", "progressive.phase_steps=[1, 2, 3, 4]"]
+    )
+    assert (changed.cluster.mapping, changed.progressive.rho) == ("random", 1.0)
+    assert changed.progressive.phase_steps == (1, 2, 3, 4)
+    assert (
+        dataclasses.replace(
+            changed,
+            cluster=base.cluster,
+            progressive=dataclasses.replace(
+                changed.progressive, rho=base.progressive.rho, phase_steps=base.progressive.phase_steps
+            ),
+        )
+        == base
+    )
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("progressive.rho", "KEY=VALUE"),
+        ("progressive.rhoo=1", r"progressive\.rhoo"),
+        ("seed.x=1", "seed is not a section"),
+    ],
+)
+def test_bad_overrides_are_named(override: str, message: str) -> None:
+    with pytest.raises(TrainConfigError, match=message):
+        load_config(REPO / "configs" / "sdr_tiny_fmnist.yaml", [override])
