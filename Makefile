@@ -40,10 +40,10 @@ test: setup
 test-fast: setup
 	$(BIN)/python -m pytest -q -m "not slow"
 
-# Prints the measured ratios; docs/BENCHMARKS.md records them with the machine and load.
+# Runs benchmarks/ and rewrites docs/BENCHMARKS.md (under 15 min on 2 cores); `make bench ONLY=scoring`
+# runs one section and prints it. PASSIVE: spinning OpenMP threads on shared cores cost up to 20x.
 bench: setup
-	OMP_WAIT_POLICY=PASSIVE $(BIN)/python -m benchmarks.route_throughput
-	$(BIN)/python -m benchmarks.train_step
+	OMP_WAIT_POLICY=PASSIVE $(BIN)/python -m benchmarks $(if $(ONLY),--only $(ONLY))
 
 evidence: setup
 	$(BIN)/python -m docs.evidence.run

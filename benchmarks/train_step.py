@@ -1,23 +1,20 @@
-"""Progressive-training step vs plain SimSiam step on the same supernet, measured in one run.
+"""Training: a progressive-training step against a plain SimSiam step on the same supernet, in one run.
 
 The paper reports that 256 sub-nets cost 1.9x the baseline's total training time (Table 4);
 our goal is under 1.3x per step. A progressive step (phase 4) trains W0 with probability rho,
 else a sub-net on its own batch plus SiamKD (whose W0 teacher costs one extra forward pass
 without grad). Both columns use `training.trainer.ssl_step`, the function the stages run, on
 the same augmented batches, interleaved so that machine noise hits both alike.
-
-    .venv/bin/python -m benchmarks.train_step                 # sdr_tiny, batch 256, 64 px
-    .venv/bin/python -m benchmarks.train_step --batch 64 --steps 10
 """
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import time
 
 import torch
 
+from benchmarks.report import Goal, Section, Table
 from sdr_model.registry import create_model, default_preprocessing
 from training.config import AugmentConfig, OptimConfig, SSLConfig
 from training.data.augment import TwoViewAugment
@@ -28,58 +25,56 @@ from training.progressive import sample_path
 from training.siamkd_loss import SiamKDLoss
 from training.trainer import ssl_step
 
+GOAL = 1.3  # a progressive step costs under 1.3x a SimSiam step
+MODEL, RHO, PROJ_DIM = "sdr_tiny", 0.5, 512
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", default="sdr_tiny")
-    parser.add_argument("--batch", type=int, default=256)
-    parser.add_argument("--steps", type=int, default=20, help="timed steps per kind (after 2 warm-up steps)")
-    parser.add_argument("--rho", type=float, default=0.5)
-    parser.add_argument("--proj-dim", type=int, default=512)
-    args = parser.parse_args()
 
+def bench(quick: bool) -> Section:
+    batch, steps = (64, 4) if quick else (128, 16)
     torch.manual_seed(0)
-    preprocessing = default_preprocessing(args.model)
-    backbone = create_model(args.model)
-    ssl = SSLConfig(proj_hidden=args.proj_dim, proj_dim=args.proj_dim, pred_hidden=args.proj_dim // 4)
+    preprocessing = default_preprocessing(MODEL)
+    backbone = create_model(MODEL)
+    ssl = SSLConfig(proj_hidden=PROJ_DIM, proj_dim=PROJ_DIM, pred_hidden=PROJ_DIM // 4)
     method = build_method(backbone, ssl).train()
-    optimizer = build_optimizer(method, OptimConfig(), args.batch)
+    optimizer = build_optimizer(method, OptimConfig(), batch)
     cfg = backbone.config
-    source = SyntheticSource(args.batch, 8, cfg.in_chans, preprocessing.resize)
+    source = SyntheticSource(batch, 8, cfg.in_chans, preprocessing.resize)
     augment = TwoViewAugment(AugmentConfig(), preprocessing)
     g = torch.Generator().manual_seed(0)
     x1, x2 = augment(source.images, g)
     kd = SiamKDLoss()
 
     times: dict[str, list[float]] = {
-        "simsiam (W0)": [],
-        "progressive (phase 4)": [],
-        "  of which W0 steps": [],
-        "  of which sub-net steps": [],
+        "SimSiam step on W0": [],
+        f"progressive step (phase 4, rho {RHO}, SiamKD)": [],
+        "of which W0 steps": [],
+        "of which sub-net steps (sub-net + W0 teacher)": [],
     }
-    for i in range(args.steps + 2):
+    names = list(times)
+    for i in range(steps + 2):
         t0 = time.perf_counter()
         ssl_step(method, optimizer, x1, x2, None, None, 0.0, amp=False)
         t1 = time.perf_counter()
-        path = sample_path(g, args.rho, 4, cfg.num_stages, cfg.num_groups)
+        path = sample_path(g, RHO, 4, cfg.num_stages, cfg.num_groups)
         ssl_step(method, optimizer, x1, x2, path, kd, 1.0, amp=False)
         t2 = time.perf_counter()
-        if i >= 2:
-            times["simsiam (W0)"].append(t1 - t0)
-            times["progressive (phase 4)"].append(t2 - t1)
-            times["  of which W0 steps" if path is None else "  of which sub-net steps"].append(t2 - t1)
+        if i >= 2:  # two warm-up rounds
+            times[names[0]].append(t1 - t0)
+            times[names[1]].append(t2 - t1)
+            times[names[2] if path is None else names[3]].append(t2 - t1)
 
-    base = statistics.mean(times["simsiam (W0)"])
-    print(
-        f"{args.model}, batch {args.batch}, {preprocessing.input_size} px, rho {args.rho}, "
-        f"{torch.get_num_threads()} threads, {args.steps} steps each"
-    )
-    print(f"{'step':<28}{'n':>4}{'mean s':>10}{'median s':>10}{'vs simsiam':>12}")
+    base = statistics.mean(times[names[0]])
+    table = Table(["step", "steps", "mean", "median", "vs SimSiam"])
     for name, values in times.items():
         if values:
             mean = statistics.mean(values)
-            print(f"{name:<28}{len(values):>4}{mean:>10.3f}{statistics.median(values):>10.3f}{mean / base:>11.2f}x")
-
-
-if __name__ == "__main__":
-    main()
+            table.add(name, len(values), f"{mean:.3f} s", f"{statistics.median(values):.3f} s", f"{mean / base:.2f}x")
+    ratio = statistics.mean(times[names[1]]) / base
+    return Section(
+        "Training: progressive step vs SimSiam step",
+        __name__,
+        f"{MODEL} at {preprocessing.input_size} px, batch {batch}, projector {PROJ_DIM}; the two kinds of "
+        "step alternate on the same augmented batch.",
+        tables=[table],
+        goals=[Goal(f"progressive step under {GOAL}x a SimSiam step (the paper's total: 1.9x)", ratio < GOAL)],
+    )

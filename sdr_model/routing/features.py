@@ -42,6 +42,7 @@ def prefix_tree_features(
     batch_size: int = 128,
     device: str | torch.device = "cpu",
     channels_last: bool = False,
+    bf16: bool | None = None,
     on_batch: BatchCallback | None = None,
     should_cancel: CancelCheck | None = None,
 ) -> dict[str | None, np.ndarray]:
@@ -55,6 +56,8 @@ def prefix_tree_features(
         batch_size: images per mini-batch.
         device: where the forward passes run.
         channels_last: NHWC activations (faster convolutions on some CPUs and on tensor cores).
+        bf16: bfloat16 autocast of the forward passes; None (default) turns it on for CUDA only, where
+            tensor cores make it several times faster. Features come back as float32 either way.
         on_batch: called after each mini-batch with (done, total).
         should_cancel: checked before each mini-batch; True raises `RouteCancelled`.
 
@@ -83,6 +86,11 @@ def prefix_tree_features(
     }
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
     total_batches = -(-num_images // batch_size)
+    device = torch.device(device)
+    use_bf16 = device.type == "cuda" if bf16 is None else bf16
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16)
+    if device.type == "cuda":  # page-locked host memory lets each batch's copy overlap the previous compute
+        pixels = pixels.pin_memory()
 
     def descend(h: torch.Tensor, prefix: str, rows: slice) -> None:
         stage = len(prefix)
@@ -93,7 +101,7 @@ def prefix_tree_features(
             else:
                 descend(out, child, rows)
 
-    with torch.inference_mode():
+    with torch.inference_mode(), autocast:
         for batch_index, start in enumerate(range(0, num_images, batch_size)):
             if should_cancel is not None and should_cancel():
                 raise RouteCancelled(f"cancelled after {batch_index} of {total_batches} mini-batches")

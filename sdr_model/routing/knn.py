@@ -6,7 +6,8 @@ for its class with weight `exp(similarity / T)` (T = 0.07), and the class with t
 sum wins. k is capped at the bank size, so tiny datasets work; one neighbour search at the largest
 k serves every k (the k nearest are a prefix of the K nearest).
 
-Neighbours come from a faiss `IndexFlatIP` (exact inner product = cosine on unit vectors), queried
+Neighbours come from a faiss `IndexFlatIP` (exact inner product = cosine on unit vectors; on the GPU
+with faiss-gpu), queried
 in chunks so that the `[queries, k]` blocks stay small. Leave-one-out on the bank itself
 (`exclude_self`) asks for one extra neighbour and drops each query's own bank entry, so a training
 image never votes for itself.
@@ -25,6 +26,7 @@ __all__ = ["DEFAULT_KS", "TEMPERATURE", "KNNAccuracy", "knn_accuracy", "knn_pred
 TEMPERATURE = 0.07  # DINO / Wu et al.: vote weight exp(sim / T)
 DEFAULT_KS = (20, 200)  # DINO reports both; the paper ranks with k = 200
 _QUERY_CHUNK = 4096
+_GPU_MAX_K = 2048  # faiss-gpu's limit for exact k-selection
 
 
 @dataclass(frozen=True)
@@ -59,7 +61,7 @@ def nearest(bank: np.ndarray, queries: np.ndarray, k: int, exclude_self: bool = 
     available = len(bank) - int(exclude_self)
     if not 1 <= k <= available:
         raise ValueError(f"k={k} needs 1 <= k <= {available} (bank of {len(bank)}, exclude_self={exclude_self})")
-    index = faiss.IndexFlatIP(bank.shape[1])
+    index = _flat_index(bank.shape[1], k + int(exclude_self))
     index.add(bank)
     search_k = k + int(exclude_self)
     sims = np.empty((len(queries), k), dtype=np.float32)
@@ -76,6 +78,17 @@ def nearest(bank: np.ndarray, queries: np.ndarray, k: int, exclude_self: bool = 
         sims[start : start + len(chunk_idx)] = chunk_sims
         idx[start : start + len(chunk_idx)] = chunk_idx
     return sims, idx
+
+
+def _flat_index(dim: int, k: int) -> faiss.Index:
+    """Exact inner-product index; on a GPU when faiss was built with CUDA (the `gpu` extra) and one is visible.
+
+    faiss-gpu's exact search handles k up to 2048; larger k stays on the CPU.
+    """
+    index = faiss.IndexFlatIP(dim)
+    if k <= _GPU_MAX_K and hasattr(faiss, "get_num_gpus") and faiss.get_num_gpus() > 0:
+        return faiss.index_cpu_to_all_gpus(index)
+    return index
 
 
 def knn_predict(

@@ -93,3 +93,21 @@ def test_progress_cancel_and_input_checks() -> None:
         prefix_tree_features(model, pixels, preprocessing, ["0000", "0000"])
     with pytest.raises(ValueError, match="eval mode"):
         prefix_tree_features(model.train(), pixels, preprocessing, ["0000"])
+
+
+def test_bf16_autocast_stays_close_to_float32() -> None:
+    """bf16 is on by default only for CUDA; forced on here (CPU autocast runs the same code path)."""
+    model = _randomized("sdr_tiny")
+    preprocessing = default_preprocessing("sdr_tiny")
+    pixels = torch.randint(0, 256, (4, 1, 64, 64), dtype=torch.uint8)
+    paths = [None, "0123", "3210"]
+    exact = prefix_tree_features(model, pixels, preprocessing, paths, batch_size=4)
+    assert prefix_tree_features(model, pixels, preprocessing, paths, batch_size=4, bf16=False)["0123"].tobytes() == (
+        exact["0123"].tobytes()
+    )
+    fast = prefix_tree_features(model, pixels, preprocessing, paths, batch_size=4, bf16=True)
+    for path in paths:
+        assert fast[path].dtype == np.float32
+        scale = np.abs(exact[path]).max()
+        error = np.abs(fast[path] - exact[path]).max() / scale
+        assert 0 < error < 0.05, (path, error)  # really bf16 (not bit-equal), and close to float32

@@ -1,0 +1,1 @@
+"""Benchmarks for every hot path; `python -m benchmarks` (make bench) writes docs/BENCHMARKS.md."""

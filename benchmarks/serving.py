@@ -1,0 +1,180 @@
+"""Serving: the features endpoint against the same sub-net in-process, and the weights endpoint cold vs cached.
+
+A real `sdr serve` (embedded Redis, one worker process with the same torch thread count as this
+process) on a loopback port, the shipped checkpoint. The in-process baseline does what the worker's
+features task does for the same PNG files: decode with the checkpoint's preprocessing, normalise,
+one forward pass per `SDR_FEATURE_BATCH_SIZE` images, with the extracted timm sub-net. Client and
+baseline alternate round by round. "Batched" sends 32 images per request, "one per request" sends
+them singly: the overhead a client pays for not batching.
+
+Weights: the first `GET /subnets/{path}/weights` of a path has a worker extract and write it; later
+ones stream the cached file.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+import torch
+from PIL import Image
+
+from benchmarks.report import REPO, Goal, Section, Table
+from sdr_model import extract_subnet, load_checkpoint
+from sdr_model.datasets.images import decode_images, normalize
+
+CHECKPOINT = REPO / "checkpoints" / "sdr_tiny_fmnist.safetensors"
+PATH = "0123"
+BATCHED = 32  # images per request in the batched client
+FEATURE_BATCH = 64  # the service default SDR_FEATURE_BATCH_SIZE
+GOAL = 0.8  # issue 9: the endpoint keeps at least 80% of in-process throughput
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class _Server:
+    """`sdr serve` in a child process on a free port, with its own data directory."""
+
+    def __init__(self, data_dir: Path, threads: int) -> None:
+        self.url = f"http://127.0.0.1:{_free_port()}"
+        env = {k: v for k, v in os.environ.items() if not k.startswith("SDR_")}
+        env.update(
+            SDR_DATA_DIR=str(data_dir),
+            SDR_CHECKPOINT=str(CHECKPOINT),
+            SDR_WORKER_CONCURRENCY="1",
+            SDR_TORCH_THREADS=str(threads),
+            SDR_FEATURE_BATCH_SIZE=str(FEATURE_BATCH),
+        )
+        data_dir.mkdir(parents=True, exist_ok=True)
+        self.log = data_dir / "serve.log"
+        port = self.url.rsplit(":", 1)[1]
+        with self.log.open("wb") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "sdr_model.cli", "serve", "--host", "127.0.0.1", "--port", port],
+                env=env,
+                cwd=REPO,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError("sdr serve exited:\n" + self.log.read_text()[-3000:])
+            try:
+                if httpx.get(f"{self.url}/readyz", timeout=2).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.5)
+        self.stop()
+        raise RuntimeError("sdr serve not ready in 180 s:\n" + self.log.read_text()[-3000:])
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+
+
+def _images(folder: Path, count: int) -> list[Path]:
+    rng = np.random.default_rng(0)
+    files = []
+    for i in range(count):
+        file = folder / f"img{i:03d}.png"
+        Image.fromarray(rng.integers(0, 256, (28, 28), dtype=np.uint8)).save(file)
+        files.append(file)
+    return files
+
+
+def _in_process(subnet: torch.nn.Module, files: list[Path], preprocessing: object) -> np.ndarray:
+    decoded = decode_images([str(f) for f in files], preprocessing, num_threads=1)  # type: ignore[arg-type]
+    chunks = []
+    with torch.inference_mode():
+        for start in range(0, len(decoded.pixels), FEATURE_BATCH):
+            x = normalize(decoded.pixels[start : start + FEATURE_BATCH], preprocessing)  # type: ignore[arg-type]
+            chunks.append(subnet(x).float().numpy())
+    return np.concatenate(chunks)
+
+
+def _endpoint(client: httpx.Client, url: str, files: list[Path], per_request: int) -> np.ndarray:
+    chunks = []
+    for start in range(0, len(files), per_request):
+        part = files[start : start + per_request]
+        r = client.post(
+            f"{url}/subnets/{PATH}/features",
+            files=[("files", (f.name, f.read_bytes(), "image/png")) for f in part],
+            headers={"Accept": "application/x-npy"},
+        )
+        r.raise_for_status()
+        chunks.append(np.load(io.BytesIO(r.content)))
+    return np.concatenate(chunks)
+
+
+def bench(quick: bool) -> Section:
+    images, rounds = (64, 2) if quick else (128, 4)
+    model, meta = load_checkpoint(CHECKPOINT)
+    subnet = extract_subnet(model, PATH).eval()
+    preprocessing = meta.preprocessing
+    throughput = Table(["client", "images / s", "vs in-process", "max abs diff to in-process"])
+    weights = Table(["request", "median", "requests"])
+    with tempfile.TemporaryDirectory() as tmp:
+        files = _images(Path(tmp), images)
+        server = _Server(Path(tmp) / "data", torch.get_num_threads())
+        try:
+            with httpx.Client(timeout=300) as client:
+                reference = _in_process(subnet, files, preprocessing)
+                _endpoint(client, server.url, files[:BATCHED], BATCHED)  # warm-up: the worker loads the sub-net
+                seconds: dict[str, list[float]] = {"in-process": [], "batched": [], "one per request": []}
+                diffs: dict[str, float] = {"in-process": 0.0, "batched": 0.0, "one per request": 0.0}
+                for _ in range(rounds):
+                    for name, run in (
+                        ("in-process", lambda: _in_process(subnet, files, preprocessing)),
+                        ("batched", lambda: _endpoint(client, server.url, files, BATCHED)),
+                        ("one per request", lambda: _endpoint(client, server.url, files[: images // 4], 1)),
+                    ):
+                        start = time.perf_counter()
+                        out = run()
+                        seconds[name].append((time.perf_counter() - start) / len(out))
+                        diffs[name] = max(diffs[name], float(np.abs(out - reference[: len(out)]).max()))
+                cold: list[float] = []
+                cached: list[float] = []
+                for path in ("1000", "2000", "3000"):
+                    for bucket in (cold, cached):
+                        start = time.perf_counter()
+                        client.get(f"{server.url}/subnets/{path}/weights").raise_for_status()
+                        bucket.append(time.perf_counter() - start)
+        finally:
+            server.stop()
+    rate = {name: 1 / statistics.median(s) for name, s in seconds.items()}
+    for name, r in rate.items():
+        throughput.add(name, f"{r:.0f}", f"{100 * r / rate['in-process']:.0f}%", f"{diffs[name]:.1e}")
+    weights.add("cold (worker extracts, writes the cache file)", f"{1000 * statistics.median(cold):.0f} ms", 3)
+    weights.add("cached (streams the file)", f"{1000 * statistics.median(cached):.0f} ms", 3)
+    weights.add("cold / cached", f"{statistics.median(cold) / statistics.median(cached):.1f}x", "")
+    return Section(
+        "Serving: features endpoint vs in-process, weights cold vs cached",
+        __name__,
+        f"sdr_tiny sub-net {PATH}, {images} 28-px PNGs per round, {rounds} rounds, client and in-process "
+        "alternating; `sdr serve` on loopback with one worker process.",
+        tables=[throughput, weights],
+        goals=[
+            Goal(
+                f"batched endpoint at least {GOAL:.0%} of in-process throughput",
+                rate["batched"] >= GOAL * rate["in-process"],
+            )
+        ],
+    )
