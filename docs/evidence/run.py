@@ -67,12 +67,20 @@ def to_markdown(rows: list[dict]) -> str:
             f"{100 * r['gain']:+.1f} [{100 * r['gain_ci'][0]:+.1f}, {100 * r['gain_ci'][1]:+.1f}] | {r['ties']} | "
             f"{pct(r['paths_mean'])} ± {pct(r['paths_std'])} | {pct(r['paths_min'])} / {pct(r['paths_max'])} |"
         )
-    by_variant: dict[str, list[float]] = {}
+    by_variant: dict[str, list[dict]] = {}
     for r in rows:
-        by_variant.setdefault(r["variant"], []).append(r["gain"])
-    lines += ["", "| variant | mean gain over tasks | tasks with gain >= 1 point |", "|---|---|---|"]
-    for variant, gains in by_variant.items():
-        lines.append(f"| {variant} | {100 * np.mean(gains):+.2f} | {sum(g >= 0.01 for g in gains)} / {len(gains)} |")
+        by_variant.setdefault(r["variant"], []).append(r)
+    lines += [
+        "",
+        "| variant | tasks | mean W0 | mean routed | mean gain | tasks with gain >= 1 point | mean per-path std |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for variant, rs in by_variant.items():
+        mean = {key: float(np.mean([r[key] for r in rs])) for key in ("w0", "routed", "gain", "paths_std")}
+        lines.append(
+            f"| {variant} | {len(rs)} | {pct(mean['w0'])} | {pct(mean['routed'])} | {100 * mean['gain']:+.2f} | "
+            f"{sum(r['gain'] >= 0.01 for r in rs)} / {len(rs)} | {pct(mean['paths_std'])} |"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -106,6 +114,13 @@ def main() -> None:
                     f"{100 * r['routed']:.1f}  gain {100 * r['gain']:+.1f}  ({time.perf_counter() - start:.0f} s)"
                 )
     out = DOCS / "evidence"
+    # Rows of variants not routed this time are kept, so variants can be routed as they finish training.
+    previous = json.loads((out / "results.json").read_text()) if (out / "results.json").is_file() else {}
+    routed = set(args.variants) - set(missing)
+    kept = [r for r in previous.get("rows", []) if r["variant"] not in routed and r["variant"] in VARIANTS]
+    order = {name: i for i, name in enumerate(VARIANTS)}
+    rows = sorted(kept + rows, key=lambda r: order[r["variant"]])  # stable: task order within a variant
+    missing = [v for v in VARIANTS if v not in {r["variant"] for r in rows}]
     (out / "results.json").write_text(json.dumps({"rows": rows, "not_trained": missing}, indent=2) + "\n")
     (out / "RESULTS.md").write_text(
         "# Evidence: routed sub-net vs the supernet W0\n\n"
