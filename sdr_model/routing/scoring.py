@@ -13,10 +13,14 @@ from __future__ import annotations
 
 import base64
 import time
-from collections.abc import Callable
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
+import faiss
 import numpy as np
 from threadpoolctl import threadpool_limits
 
@@ -27,7 +31,7 @@ from sdr_model.routing.options import RouteOptions
 from sdr_model.routing.selection import RoutePlan
 from sdr_model.routing.sfda import sfda_score
 
-__all__ = ["TRANSFERABILITY_SCORES", "PathScore", "score_features"]
+__all__ = ["TRANSFERABILITY_SCORES", "PathScore", "score_features", "score_many"]
 
 # Label-aware transferability scores on train features: higher means more transferable.
 TRANSFERABILITY_SCORES: dict[str, Callable[[np.ndarray, np.ndarray], float]] = {
@@ -109,11 +113,7 @@ def score_features(path: str | None, features: np.ndarray, plan: RoutePlan, opti
         selection_score, selection_correct = selection[options.k].top1, selection[options.k].correct
     else:
         train = plan.train
-        # One BLAS thread: these are small dense problems (D <= a few thousand) where threads gain
-        # little, and multi-threaded OpenBLAS on cores shared with other processes (a worker beside
-        # the API, other workers) was measured 100x slower on 160-d features.
-        with threadpool_limits(limits=1, user_api="blas"):
-            selection_score = TRANSFERABILITY_SCORES[options.scorer](features[train], labels[train])
+        selection_score = TRANSFERABILITY_SCORES[options.scorer](features[train], labels[train])
         selection_correct = None
     top1: dict[int, float] = {}
     mean_per_class: dict[int, float] = {}
@@ -135,3 +135,62 @@ def score_features(path: str | None, features: np.ndarray, plan: RoutePlan, opti
         test_correct=test_correct,
         seconds=time.perf_counter() - start,
     )
+
+
+@contextmanager
+def _single_threaded_kernels() -> Iterator[None]:
+    """faiss and BLAS on one thread each, for the duration; restored afterwards.
+
+    One path's problems are small (a few thousand vectors): OpenMP / BLAS threads inside one search
+    gain little, and multi-threaded OpenBLAS on cores shared with other processes (a worker beside
+    the API, other workers) was measured 100x slower on 160-d features. Parallelism comes from
+    scoring several paths at once instead. Both settings are process-wide, so they are set once
+    here around the whole pool, never per path (threads restoring each other's values would race).
+    """
+    faiss_threads = faiss.omp_get_max_threads()
+    faiss.omp_set_num_threads(1)
+    try:
+        with threadpool_limits(limits=1, user_api="blas"):
+            yield
+    finally:
+        faiss.omp_set_num_threads(faiss_threads)
+
+
+def score_many(
+    features: dict[str | None, np.ndarray],
+    paths: Sequence[str | None],
+    plan: RoutePlan,
+    options: RouteOptions,
+    workers: int,
+    on_scored: Callable[[int], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> list[PathScore] | None:
+    """`score_features` for every path, `workers` paths at a time; scores in `paths` order.
+
+    Each path's features are dropped from `features` when its scoring starts. `on_scored(i)` is
+    called in order from this thread. Returns None as soon as `should_stop()` (polled before each
+    path's result is taken) is True; at most `workers` paths have started beyond those scored.
+
+    Threads, not processes: faiss and numpy release the GIL in the heavy parts, and the features
+    are shared without copies. The scores equal a one-by-one loop's (each path's arithmetic is the
+    same single-threaded kernel whatever the interleaving).
+    """
+    workers = max(1, workers)
+    with _single_threaded_kernels(), ThreadPoolExecutor(workers, thread_name_prefix="score") as pool:
+        # A window of `workers` paths in flight: a stop leaves at most that many started.
+        window: deque[Future[PathScore]] = deque()
+        started = 0
+        scores: list[PathScore] = []
+        for i in range(len(paths)):
+            while started < len(paths) and len(window) < workers:
+                path = paths[started]
+                window.append(pool.submit(score_features, path, features.pop(path), plan, options))
+                started += 1
+            if should_stop is not None and should_stop():
+                for future in window:
+                    future.cancel()
+                return None
+            scores.append(window.popleft().result())
+            if on_scored is not None:
+                on_scored(i)
+    return scores

@@ -24,7 +24,7 @@ from sdr_model.paths import all_paths, parse_path
 from sdr_model.routing.data import RouteContext, RouteData
 from sdr_model.routing.features import CancelCheck, RouteCancelled, prefix_tree_features
 from sdr_model.routing.options import RouteOptions
-from sdr_model.routing.scoring import PathScore, score_features
+from sdr_model.routing.scoring import PathScore, score_many
 from sdr_model.supernet import SDRResNet
 
 __all__ = ["ProgressCallback", "ShardResult", "plan_shards", "progress_steps", "score_paths"]
@@ -133,13 +133,17 @@ def score_paths(
         should_cancel=should_cancel,
     )
     features_seconds = time.perf_counter() - start
-    scores = []
-    for i, path in enumerate(paths):
-        if should_cancel is not None and should_cancel():
-            raise RouteCancelled(f"cancelled after scoring {i} of {num_paths} paths")
-        scores.append(score_features(path, features.pop(path), data.plan, options))
-        if progress is not None:
-            progress(num_paths * num_batches + i + 1, total)
+    scores = score_many(
+        features,
+        paths,
+        data.plan,
+        options,
+        workers=torch.get_num_threads(),
+        on_scored=None if progress is None else lambda i: progress(num_paths * num_batches + i + 1, total),
+        should_stop=should_cancel,
+    )
+    if scores is None:
+        raise RouteCancelled(f"cancelled while scoring {num_paths} paths")
     return ShardResult(
         scores=tuple(scores),
         context=data.context,
