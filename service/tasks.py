@@ -284,22 +284,33 @@ def _score_shard(rt: _Runtime, job_id: str, shard: int) -> dict[str, Any]:
 
 
 class _ShardTask(Task):
-    """Fails the job when the hard time limit kills a shard.
+    """Fails the job when a time limit ends a shard outside the shard's own error handling.
 
-    The killed child cannot report anything; Celery calls `on_failure` in the worker's main process
-    (torch-free) with the task's arguments, and acknowledges the message, so without this the shard
-    would stay "running" for ever.
+    The hard limit kills the child, which cannot report anything; Celery calls `on_failure` in the
+    worker's main process (torch-free) with the task's arguments, and acknowledges the message, so
+    without this the shard would stay "running" for ever. The soft limit can also fire before
+    `route_shard`'s `try` (a fresh child spends seconds importing the routing engine there); the
+    task then fails in the child with `SoftTimeLimitExceeded` and the job would stay "queued".
     """
 
     def on_failure(self, exc: BaseException, task_id: str, args: Any, kwargs: Any, einfo: Any) -> None:
-        if isinstance(exc, TimeLimitExceeded) and len(args) == 2:
-            job_id, shard = args
-            _runtime().jobs.fail_shard(
-                job_id,
-                shard,
-                f"shard {shard} was killed at the hard time limit of "
-                f"{_runtime().settings.task_time_limit} s (SDR_TASK_TIME_LIMIT)",
+        if len(args) != 2:
+            return
+        job_id, shard = args
+        limits = _runtime().settings
+        if isinstance(exc, TimeLimitExceeded):
+            error = (
+                f"shard {shard} was killed at the hard time limit of {limits.task_time_limit} s (SDR_TASK_TIME_LIMIT)"
             )
+        elif isinstance(exc, SoftTimeLimitExceeded):
+            error = _soft_limit_error(shard, limits)
+        else:
+            return
+        _runtime().jobs.fail_shard(job_id, shard, error)
+
+
+def _soft_limit_error(shard: int, settings: Settings) -> str:
+    return f"shard {shard} exceeded the time limit of {settings.task_soft_time_limit} s (SDR_TASK_SOFT_TIME_LIMIT)"
 
 
 @shared_task(name=TASK_ROUTE_SHARD, bind=True, base=_ShardTask)
@@ -319,12 +330,7 @@ def route_shard(self: Any, job_id: str, shard: int) -> dict[str, Any]:
         except RouteCancelled:
             return {"job_id": job_id, "shard": shard, "outcome": "stopped"}
         except SoftTimeLimitExceeded:
-            jobs.fail_shard(
-                job_id,
-                shard,
-                f"shard {shard} exceeded the time limit of "
-                f"{rt.settings.task_soft_time_limit} s (SDR_TASK_SOFT_TIME_LIMIT)",
-            )
+            jobs.fail_shard(job_id, shard, _soft_limit_error(shard, rt.settings))
             return {"job_id": job_id, "shard": shard, "outcome": "timeout"}
         except _Refused as exc:
             jobs.fail_shard(job_id, shard, exc.detail)
