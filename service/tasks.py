@@ -14,6 +14,7 @@ import hashlib
 import json
 import logging
 import os
+import signal
 import traceback
 import uuid
 from collections import OrderedDict
@@ -313,6 +314,23 @@ def _soft_limit_error(shard: int, settings: Settings) -> str:
     return f"shard {shard} exceeded the time limit of {settings.task_soft_time_limit} s (SDR_TASK_SOFT_TIME_LIMIT)"
 
 
+# Test-only fault injection, off unless a worker's environment sets it (nothing in a deployment does).
+FAULT_CRASH_PREFIX_ENV = "SDR_FAULT_INJECTION_CRASH_PREFIX"
+
+
+def _fault_injection_crash(jobs: JobStore, job_id: str, shard: int) -> None:
+    """With `SDR_FAULT_INJECTION_CRASH_PREFIX=<p>` set, a shard on prefix `p` SIGKILLs its own process.
+
+    Lets tests/service/test_faults.py prove, with a real worker, that a shard which kills its worker
+    on every delivery (as the OOM killer would) ends its job after `SDR_MAX_DELIVERIES` instead of
+    looping for ever. Unset (always, outside that test) this is one environment lookup.
+    """
+    prefix = os.environ.get(FAULT_CRASH_PREFIX_ENV)
+    if prefix is not None and jobs.r.hget(jobs.shard_key(job_id, shard), "prefix") == prefix:
+        log.critical("fault injection: shard %d of %s (prefix %r) kills its process", shard, job_id, prefix)
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
 @shared_task(name=TASK_ROUTE_SHARD, bind=True, base=_ShardTask)
 def route_shard(self: Any, job_id: str, shard: int) -> dict[str, Any]:
     """Score one prefix subtree of a route job; the last shard to finish queues the merge."""
@@ -326,6 +344,7 @@ def route_shard(self: Any, job_id: str, shard: int) -> dict[str, Any]:
         return {"job_id": job_id, "shard": shard, "outcome": outcome.value}
     if outcome is ShardStart.RUN:
         try:
+            _fault_injection_crash(jobs, job_id, shard)
             partial = _score_shard(rt, job_id, shard)
         except RouteCancelled:
             return {"job_id": job_id, "shard": shard, "outcome": "stopped"}
