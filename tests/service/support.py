@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import signal
@@ -10,17 +11,23 @@ import sys
 import tarfile
 import time
 import zipfile
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, TypeVar
 
 import numpy as np
 from fastapi.testclient import TestClient
 from PIL import Image
 
+from service.embedded import EmbeddedRedis
+from service.jobs import JobStore
 from service.redis_store import WORKER_KEY_PREFIX, connect
 from service.settings import Settings
 
 REPO = Path(__file__).resolve().parents[2]
 CLASSES = ("stripes", "checks", "blobs")
+T = TypeVar("T")
 
 
 def settings_env(settings: Settings) -> dict[str, str]:
@@ -90,19 +97,85 @@ def tar_gz_tree(root: Path) -> bytes:
     return buf.getvalue()
 
 
-class WorkerProc:
-    """A `sdr worker` subprocess with its own node name; stopped with a warm shutdown."""
+def tree_manifest(root: Path) -> list[dict[str, str]]:
+    """An inline route manifest of `write_image_tree(root)` (the server's SDR_DATA_ROOTS must hold `root`)."""
+    return [
+        {"path": str(p), "label": p.parent.name, "split": split}
+        for split in ("train", "test")
+        for p in sorted((root / split).rglob("*.png"))
+    ]
 
-    def __init__(self, settings: Settings, name: str, log_dir: Path, queues: str | None = None) -> None:
+
+def wait_until(check: Callable[[], T | None], what: str, timeout: float = 120.0, interval: float = 0.1) -> T:
+    """Poll `check` until it returns something truthy, and return that; `TimeoutError` naming `what`."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{what}: not within {timeout:g} s")
+        time.sleep(interval)
+
+
+def children_of(pid: int) -> list[int]:
+    """Pids whose parent is `pid`: a worker main process's prefork children (this kernel has no
+    /proc/<pid>/task/<tid>/children, so scan /proc)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            if int(fields[1]) == pid and fields[0] != "Z":
+                found.append(int(stat.parent.name))
+    return sorted(found)
+
+
+def alive(pid: int) -> bool:
+    """Whether `pid` is a live process (a zombie counts as dead: its memory is already released)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return False
+    return fields[0] != "Z"
+
+
+def rss_mib(pid: int) -> float:
+    """Resident memory of a live process, from /proc/<pid>/status."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise ValueError(f"no VmRSS for {pid}")
+
+
+class WorkerProc:
+    """A `sdr worker` subprocess with its own node name; stopped with a warm shutdown.
+
+    `env` adds worker-only settings (time limits, delivery cap, the fault-injection hook) on top of
+    the ones `settings_env` derives from `settings`.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        name: str,
+        log_dir: Path,
+        queues: str | None = None,
+        env: dict[str, str] | None = None,
+    ) -> None:
         self.name = name
-        self.log = (log_dir / f"{name}.log").open("wb")
-        cmd = [sys.executable, "-m", "sdr_model.cli", "worker", "--concurrency", "1", "--hostname", f"{name}@test"]
+        self.hostname = f"{name}@test"
+        self.log_path = log_dir / f"{name}.log"
+        self.log = self.log_path.open("wb")
+        cmd = [sys.executable, "-m", "sdr_model.cli", "worker", "--concurrency", "1", "--hostname", self.hostname]
         if queues:
             cmd += ["--queues", queues]
         self.proc = subprocess.Popen(
-            cmd, env=settings_env(settings), stdout=self.log, stderr=subprocess.STDOUT, cwd=REPO
+            cmd, env={**settings_env(settings), **(env or {})}, stdout=self.log, stderr=subprocess.STDOUT, cwd=REPO
         )
         self.client = connect(settings)
+
+    def log_text(self) -> str:
+        return self.log_path.read_text(errors="replace")
 
     def wait_ready(self, timeout: float = 90.0) -> None:
         deadline = time.monotonic() + timeout
@@ -137,3 +210,60 @@ def wait_for_job(
             return dict(body)
         time.sleep(0.25)
     raise TimeoutError(f"route job {job_id} did not finish in {timeout} s")
+
+
+@dataclass
+class PrivateService:
+    """A deployment of its own beside the session's: see `private_service`."""
+
+    settings: Settings
+    redis: EmbeddedRedis
+    client: TestClient
+    store: JobStore
+    root: Path
+
+    def worker(self, name: str, queues: str | None = None, env: dict[str, str] | None = None) -> WorkerProc:
+        """Start a `sdr worker` on this deployment's Redis and wait for its heartbeat."""
+        w = WorkerProc(self.settings, name, self.root, queues=queues, env=env)
+        try:
+            w.wait_ready()
+        except BaseException:
+            w.stop()
+            raise
+        return w
+
+    def route(self, data_root: Path, **options: Any) -> str:
+        """POST /route on an inline manifest of `data_root`; the job id."""
+        r = self.client.post("/route", json={"manifest": tree_manifest(data_root), "scorer": "knn", **options})
+        assert r.status_code == 202, r.text
+        return str(r.json()["job_id"])
+
+    def running_pid(self, job_id: str, shard: int, timeout: float = 120.0) -> int:
+        """The pid of the prefork child once `shard` of `job_id` runs (recorded by `start_shard`)."""
+
+        def pid() -> int | None:
+            h = self.store.r.hgetall(self.store.shard_key(job_id, shard))
+            return int(h["pid"]) if h.get("status") == "running" and h.get("pid") else None
+
+        return wait_until(pid, f"shard {shard} of {job_id} running", timeout, interval=0.02)
+
+
+@contextlib.contextmanager
+def private_service(base: Settings, root: Path, **updates: Any) -> Iterator[PrivateService]:
+    """Its own data dir and embedded Redis, the session's checkpoint and data roots, the API in-process.
+
+    Fault tests stop Redis, restart workers or start workers with tiny time limits; on a private
+    Redis no session worker takes their shards and nothing they break reaches other tests.
+    `root` must be short: the Redis socket path lives under it.
+    """
+    settings = base.model_copy(update={"data_dir": root, **updates})
+    settings.ensure_dirs()
+    server = EmbeddedRedis(settings)
+    server.start()
+    try:
+        from service.app import create_app
+
+        with TestClient(create_app(settings)) as client:
+            yield PrivateService(settings, server, client, JobStore(connect(settings), settings.data_dir), root)
+    finally:
+        server.stop()
