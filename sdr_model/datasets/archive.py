@@ -18,6 +18,8 @@ exceed the cap. On any refusal the destination folder is removed: nothing half-e
 
 from __future__ import annotations
 
+import bz2
+import gzip
 import lzma
 import os
 import shutil
@@ -28,7 +30,7 @@ import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import IO
+from typing import IO, cast
 
 __all__ = ["ArchiveError", "ArchiveLimits", "ExtractedArchive", "is_archive", "safe_extract"]
 
@@ -274,10 +276,34 @@ def _extract_zip(archive: Path, writer: _Writer) -> None:
                     writer.write_file(info.filename, rel, source, info.file_size)
 
 
+# Compressed tar: magic bytes -> a file object that inflates with an output limit per read.
+_DECOMPRESSORS: tuple[tuple[bytes, type[gzip.GzipFile | bz2.BZ2File | lzma.LZMAFile]], ...] = (
+    (b"\x1f\x8b", gzip.GzipFile),
+    (b"BZh", bz2.BZ2File),
+    (b"\xfd7zXZ\x00", lzma.LZMAFile),
+)
+
+
+def _open_tar_bytes(archive: Path) -> IO[bytes]:
+    """The archive's uncompressed tar stream, inflated a bounded amount per read.
+
+    Not tarfile's own "r|gz" / "r|bz2": its stream reader inflates every 16 KiB of input with no
+    output limit, so a ~200-byte bzip2 member of zeros became 389 MiB in memory before any cap
+    could look at it (tests/service/test_archive_bounds.py). gzip, bz2 and lzma file objects
+    decompress with a `max_length`, so memory stays at their buffer size whatever the ratio.
+    """
+    with archive.open("rb") as f:
+        head = f.read(6)
+    for magic, decompressor in _DECOMPRESSORS:
+        if head.startswith(magic):
+            return cast(IO[bytes], decompressor(archive, "rb"))  # the caller's `with` closes it
+    return archive.open("rb")
+
+
 def _extract_tar(archive: Path, writer: _Writer) -> None:
-    # Stream mode ("r|*") reads members one at a time: the member list never sits in memory, so an
+    # Stream mode ("r|") reads members one at a time: the member list never sits in memory, so an
     # archive with millions of entries is stopped by the entry cap rather than by running out of RAM.
-    with tarfile.open(archive, mode="r|*") as tf:
+    with _open_tar_bytes(archive) as raw, tarfile.open(fileobj=raw, mode="r|") as tf:
         for member in tf:
             writer.count_entry(member.name)
             rel = _safe_member_path(member.name)

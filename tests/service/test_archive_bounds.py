@@ -113,18 +113,7 @@ def _store_in_a_fresh_process(archive: Path, data_dir: Path, **settings: str) ->
             {"SDR_MAX_ARCHIVE_UNPACKED_BYTES": str(100 * MIB), "SDR_MAX_ARCHIVE_RATIO": "1000000"},
             "max_total_bytes",
         ),
-        pytest.param(
-            "tar.bz2",
-            {},
-            "likely compression bomb",
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="KNOWN BUG (docs/RELIABILITY.md row 4): tarfile's stream reader inflates a whole 16 KiB "
-                "block in one call, and a 16 KiB bzip2 block can hold gigabytes; refused, but only after the "
-                "API process held ~3x the member size (~400 MiB here). Fix in sdr_model/datasets/archive.py: "
-                "read through bz2/gzip/lzma file objects, which inflate with an output limit",
-            ),
-        ),
+        ("tar.bz2", {}, "likely compression bomb"),  # inflated with an output limit per read
     ],
     ids=["zip-bomb-default-caps", "tar-gz-ratio-default-caps", "tar-gz-total-100MiB", "tar-bz2-default-caps"],
 )
