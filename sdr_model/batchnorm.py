@@ -66,7 +66,13 @@ class SplitBatchNorm2d(nn.Module):
             return self.momentum
         return 1.0 / (int(batches.item()) + 1)  # cumulative moving average
 
-    def forward(self, x: torch.Tensor, path: str | None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, path: str | tuple[str, ...] | None) -> torch.Tensor:
+        if isinstance(path, tuple):  # sibling prefixes, stacked along channels (eval only)
+            if self.training:
+                raise RuntimeError("sibling prefixes are evaluated together in eval mode only")
+            params = [self._path_parameters(p) for p in path]
+            weight, bias, mean, var = (torch.cat(column) for column in zip(*params, strict=True))
+            return F.batch_norm(x, mean, var, weight, bias, False, 0.0, self.eps)
         if path is None:
             if self.training:
                 factor = self._update_factor(self.num_batches_tracked)
@@ -76,16 +82,20 @@ class SplitBatchNorm2d(nn.Module):
                 )
             return F.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias, False, 0.0, self.eps)
 
-        group = int(path[self.stage])
-        weight = select_channels(self.weight, 0, self.config, group)
-        bias = select_channels(self.bias, 0, self.config, group)
-        row = self.row(path)
-        mean, var = self.prefix_mean[row], self.prefix_var[row]  # contiguous views: updated in place
+        weight, bias, mean, var = self._path_parameters(path)
         if self.training:
+            row = self.row(path)
             factor = self._update_factor(self.prefix_batches[row])
             self.prefix_batches[row] += 1
             return F.batch_norm(x, mean, var, weight, bias, True, factor, self.eps)
         return F.batch_norm(x, mean, var, weight, bias, False, 0.0, self.eps)
+
+    def _path_parameters(self, path: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(weight, bias, mean, var) of `path`; mean and var are contiguous views, updated in place."""
+        group, row = int(path[self.stage]), self.row(path)
+        weight = select_channels(self.weight, 0, self.config, group)
+        bias = select_channels(self.bias, 0, self.config, group)
+        return weight, bias, self.prefix_mean[row], self.prefix_var[row]
 
     def reset_statistics(self) -> None:
         """Zero means, unit variances, zero counts: the state BN calibration starts from."""

@@ -22,7 +22,13 @@ from sdr_model.config import Preprocessing, SDRConfig
 from sdr_model.paths import parse_path
 from sdr_model.registry import register_model
 
-__all__ = ["SDRResNet", "SplitConv2d"]
+__all__ = ["Route", "SDRResNet", "SplitConv2d"]
+
+# What a split layer runs: W0 (None), one path (its prefix up to the layer's stage), or a tuple of
+# sibling prefixes (same parent, different last digit) evaluated together in eval mode. Siblings'
+# activations are stacked along channels, sibling i in block i, so one grouped convolution does
+# the work of G separate ones (fewer, larger kernels: what a GPU wants).
+Route = str | tuple[str, ...] | None
 
 
 class SplitConv2d(nn.Module):
@@ -57,8 +63,15 @@ class SplitConv2d(nn.Module):
             w = select_channels(w, 1, self.config, int(path[self.in_stage]))
         return w
 
-    def forward(self, x: torch.Tensor, path: str | None) -> torch.Tensor:
-        return F.conv2d(x, self.active_weight(path), stride=self.stride, padding=self.padding)
+    def forward(self, x: torch.Tensor, path: Route) -> torch.Tensor:
+        if not isinstance(path, tuple):
+            return F.conv2d(x, self.active_weight(path), stride=self.stride, padding=self.padding)
+        # Siblings: their weights stacked along the output channels. A layer fed by the previous
+        # stage (or the stem) sees the parent's activation, one input for all; a layer inside the
+        # stage sees the stacked sibling activations, one group each.
+        weight = torch.cat([self.active_weight(p) for p in path])
+        groups = len(path) if self.in_stage == self.out_stage else 1
+        return F.conv2d(x, weight, stride=self.stride, padding=self.padding, groups=groups)
 
 
 class SplitBasicBlock(nn.Module):
@@ -75,7 +88,7 @@ class SplitBasicBlock(nn.Module):
         self.bn2 = SplitBatchNorm2d(outplanes, config, stage)
         self.downsample = _downsample(inplanes, outplanes, config, stage, in_stage, stride)
 
-    def forward(self, x: torch.Tensor, path: str | None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, path: Route) -> torch.Tensor:
         shortcut = x if self.downsample is None else self.downsample[1](self.downsample[0](x, path), path)
         x = F.relu(self.bn1(self.conv1(x, path), path), inplace=True)
         x = self.bn2(self.conv2(x, path), path)
@@ -98,7 +111,7 @@ class SplitBottleneck(nn.Module):
         self.bn3 = SplitBatchNorm2d(outplanes, config, stage)
         self.downsample = _downsample(inplanes, outplanes, config, stage, in_stage, stride)
 
-    def forward(self, x: torch.Tensor, path: str | None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, path: Route) -> torch.Tensor:
         shortcut = x if self.downsample is None else self.downsample[1](self.downsample[0](x, path), path)
         x = F.relu(self.bn1(self.conv1(x, path), path), inplace=True)
         x = F.relu(self.bn2(self.conv2(x, path), path), inplace=True)
@@ -170,8 +183,12 @@ class SDRResNet(nn.Module):
         x = F.relu(self.bn1(self.conv1(x)), inplace=True)
         return F.max_pool2d(x, kernel_size=3, stride=2, padding=1)
 
-    def forward_stage(self, x: torch.Tensor, stage: int, prefix: str | None) -> torch.Tensor:
-        """Stage `stage` for `prefix = path[:stage + 1]` (None: W0) on the output of `prefix[:-1]`."""
+    def forward_stage(self, x: torch.Tensor, stage: int, prefix: Route) -> torch.Tensor:
+        """Stage `stage` for `prefix = path[:stage + 1]` (None: W0) on the output of `prefix[:-1]`.
+
+        A tuple of sibling prefixes (eval mode) returns their outputs stacked along channels,
+        `[B, len(prefix) * C, h, w]`, equal to the separate calls concatenated.
+        """
         for block in self.stage(stage):
             x = block(x, prefix)
         return x

@@ -36,12 +36,12 @@ def _randomized(name: str) -> SDRResNet:
     return model.eval()
 
 
-def _check_all_paths(name: str, size: int) -> None:
+def _check_all_paths(name: str, size: int, batch_siblings: bool) -> None:
     model = _randomized(name)
     preprocessing = default_preprocessing(name)
     pixels = torch.randint(0, 256, (2, model.config.in_chans, size, size), dtype=torch.uint8)
     paths = [None, *all_paths()]
-    shared = prefix_tree_features(model, pixels, preprocessing, paths, batch_size=2)
+    shared = prefix_tree_features(model, pixels, preprocessing, paths, batch_size=2, batch_siblings=batch_siblings)
     x = normalize(pixels, preprocessing)
     with torch.inference_mode():
         for path in paths:
@@ -51,13 +51,21 @@ def _check_all_paths(name: str, size: int) -> None:
     assert np.abs(shared["0000"] - shared["3210"]).max() > 1e-2
 
 
-def test_shared_prefix_equals_per_path_sdr_tiny() -> None:
-    _check_all_paths("sdr_tiny", 64)
+@pytest.mark.parametrize("batch_siblings", [False, True], ids=["one-by-one", "siblings-grouped"])
+def test_shared_prefix_equals_per_path_sdr_tiny(batch_siblings: bool) -> None:
+    _check_all_paths("sdr_tiny", 64, batch_siblings)
 
 
 @pytest.mark.slow
-def test_shared_prefix_equals_per_path_sdr_resnet50() -> None:
-    _check_all_paths("sdr_resnet50", 64)
+@pytest.mark.parametrize("batch_siblings", [False, True], ids=["one-by-one", "siblings-grouped"])
+def test_shared_prefix_equals_per_path_sdr_resnet50(batch_siblings: bool) -> None:
+    _check_all_paths("sdr_resnet50", 64, batch_siblings)
+
+
+def test_siblings_need_eval_mode() -> None:
+    model = _randomized("sdr_tiny").train()
+    with pytest.raises(RuntimeError, match="eval mode only"):
+        model.forward_stage(model.forward_stem(torch.randn(2, 1, 64, 64)), 0, ("0", "1"))
 
 
 def test_subsets_batches_and_order_do_not_change_features() -> None:
