@@ -12,6 +12,9 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 __all__ = [
+    "BUSY",
+    "NOT_READY",
+    "UNAUTHORIZED",
     "DatasetInfo",
     "ErrorBody",
     "FeaturesResponse",
@@ -35,6 +38,19 @@ class ErrorBody(BaseModel):
     """Every 4xx/5xx the service raises itself: one sentence a user can act on."""
 
     detail: str = Field(examples=["dataset 'ds_0123' not found; upload it with POST /datasets"])
+
+
+# Answers that several endpoints share, declared in their `responses=` so the OpenAPI spec lists every
+# status a client can get (tests/service/test_openapi_fuzz.py checks each response against the spec).
+UNAUTHORIZED: dict[int | str, dict[str, Any]] = {
+    401: {"model": ErrorBody, "description": "SDR_API_KEYS is set and the request has no key or a wrong one."}
+}
+NOT_READY: dict[int | str, dict[str, Any]] = {
+    503: {"model": ErrorBody, "description": "Broker or checkpoint not ready; retry after `Retry-After` seconds."}
+}
+BUSY: dict[int | str, dict[str, Any]] = {
+    429: {"model": ErrorBody, "description": "Too many such requests in progress; retry after `Retry-After`."}
+}
 
 
 class DatasetInfo(BaseModel):
@@ -74,6 +90,18 @@ class RouteRequest(BaseModel):
     model_config = ConfigDict(
         extra="forbid",
         json_schema_extra={
+            # `_one_source` as JSON Schema, so a client (or a fuzzer) can tell a valid body from the
+            # spec alone: exactly one of the two sources, the other absent or null.
+            "oneOf": [
+                {
+                    "required": ["dataset_id"],
+                    "properties": {"dataset_id": {"type": "string"}, "manifest": {"type": "null"}},
+                },
+                {
+                    "required": ["manifest"],
+                    "properties": {"manifest": {"type": "array"}, "dataset_id": {"type": "null"}},
+                },
+            ],
             "examples": [
                 {"dataset_id": "ds_5f2c0a9d31e4b7c8a6f01d2e", "scorer": "knn", "screen": False},
                 {
@@ -84,13 +112,13 @@ class RouteRequest(BaseModel):
                     "scorer": "knn",
                     "k": 20,
                 },
-            ]
+            ],
         },
     )
 
     dataset_id: str | None = Field(default=None, description="Id from POST /datasets.")
     manifest: list[ManifestEntry] | None = Field(
-        default=None, description="Inline dataset: files under one of SDR_DATA_ROOTS."
+        default=None, min_length=1, description="Inline dataset: files under one of SDR_DATA_ROOTS."
     )
     scorer: Scorer = Field(default="knn", description="How a path's features are scored.")
     screen: bool = Field(default=False, description="Score all paths on a subset, re-score the best on all.")

@@ -9,7 +9,7 @@ from fastapi.concurrency import run_in_threadpool
 
 from service.datasets_store import DatasetRejected
 from service.deps import DatasetsDep, require_api_key
-from service.schemas import DatasetInfo, ErrorBody
+from service.schemas import UNAUTHORIZED, DatasetInfo, ErrorBody
 from service.settings import Settings
 
 __all__ = ["build_router"]
@@ -19,7 +19,9 @@ DatasetId = Annotated[str, Path(description="Id from POST /datasets.", examples=
 
 def build_router(settings: Settings) -> APIRouter:
     """The datasets router (its upload body cap is enforced by `service.limits`)."""
-    router = APIRouter(prefix="/datasets", tags=["datasets"], dependencies=[Depends(require_api_key)])
+    router = APIRouter(
+        prefix="/datasets", tags=["datasets"], dependencies=[Depends(require_api_key)], responses=UNAUTHORIZED
+    )
 
     @router.post(
         "",

@@ -12,7 +12,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from service.checkpoint_info import CheckpointUnavailable
 from service.deps import ServiceState, StateDep, require_api_key
 from service.redis_store import WORKER_KEY_PREFIX, checkpoint_verdict_key
-from service.schemas import HealthReport
+from service.schemas import UNAUTHORIZED, HealthReport
 
 __all__ = ["router"]
 
@@ -83,7 +83,7 @@ def _verdict(state: ServiceState, sha: str, detail: dict[str, str]) -> bool:
     summary="Prometheus metrics",
     dependencies=[Depends(require_api_key)],
     response_class=Response,
-    responses={200: {"content": {CONTENT_TYPE_LATEST: {}}, "description": "Prometheus text format."}},
+    responses={200: {"content": {CONTENT_TYPE_LATEST: {}}, "description": "Prometheus text format."}, **UNAUTHORIZED},
 )
 def metrics(state: StateDep) -> Response:
     """Request counts and latencies by route and status, route job outcomes, queue depths."""

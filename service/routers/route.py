@@ -23,14 +23,29 @@ from service.checkpoint_info import CheckpointInfo
 from service.deps import CeleryDep, CheckpointDep, DatasetsDep, JobsDep, SettingsDep, require_api_key
 from service.jobs import JobRecord, JobStatus, write_text_atomic
 from service.metrics import queued_tasks
-from service.schemas import ErrorBody, Progress, RouteAccepted, RouteJob, RouteRequest, ShardState
+from service.schemas import (
+    NOT_READY,
+    UNAUTHORIZED,
+    ErrorBody,
+    Progress,
+    RouteAccepted,
+    RouteJob,
+    RouteRequest,
+    ShardState,
+)
 from service.settings import Settings
 
 __all__ = ["router", "shard_paths"]
 
 JobId = Annotated[str, Path(description="Id from POST /route.", examples=["9b2f3c4d5e6f40718293a4b5c6d7e8f9"])]
 
-router = APIRouter(prefix="/route", tags=["route"], dependencies=[Depends(require_api_key)])
+# Every route endpoint reads Redis: a broker outage is a 503 with Retry-After (the app's handler).
+router = APIRouter(
+    prefix="/route",
+    tags=["route"],
+    dependencies=[Depends(require_api_key)],
+    responses={**UNAUTHORIZED, **NOT_READY},
+)
 
 
 def shard_paths(
@@ -129,6 +144,7 @@ def _to_response(record: JobRecord, result: dict[str, object] | None) -> RouteJo
     responses={
         400: {"model": ErrorBody, "description": "Bad manifest entry or path; the message names it."},
         404: {"model": ErrorBody, "description": "Unknown dataset id."},
+        413: {"model": ErrorBody, "description": "Body over SDR_MAX_JSON_BYTES."},
         429: {"model": ErrorBody, "description": "Too many route tasks waiting; see Retry-After."},
         503: {"model": ErrorBody, "description": "Broker unavailable; nothing was queued."},
     },

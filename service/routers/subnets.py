@@ -26,7 +26,7 @@ from service.celery_app import TASK_EXTRACT_SUBNET, TASK_FEATURES
 from service.checkpoint_info import CheckpointInfo
 from service.deps import CheckpointDep, ServiceState, StateDep, require_api_key
 from service.replies import WorkerBusy, call_worker
-from service.schemas import ErrorBody, FeaturesResponse, SubnetInfo, SubnetList
+from service.schemas import BUSY, NOT_READY, UNAUTHORIZED, ErrorBody, FeaturesResponse, SubnetInfo, SubnetList
 from service.settings import Settings
 
 __all__ = ["build_router", "weights_file"]
@@ -90,7 +90,13 @@ class _DigestCache:
 
 def build_router(settings: Settings) -> APIRouter:
     """The sub-nets router; the features body cap comes from `settings`."""
-    router = APIRouter(prefix="/subnets", tags=["subnets"], dependencies=[Depends(require_api_key)])
+    # Every endpoint here needs the checkpoint's header: 503 with Retry-After while it is unreadable.
+    router = APIRouter(
+        prefix="/subnets",
+        tags=["subnets"],
+        dependencies=[Depends(require_api_key)],
+        responses={**UNAUTHORIZED, **NOT_READY},
+    )
     digests = _DigestCache()
 
     @router.get("", response_model=SubnetList, summary="Every sub-net of the served checkpoint")
@@ -116,7 +122,14 @@ def build_router(settings: Settings) -> APIRouter:
         "/{path}/weights",
         summary="Headers (ETag, size) of a sub-net's weights file",
         operation_id="head_subnet_weights",
-        responses={404: {"model": ErrorBody}},
+        response_class=FileResponse,
+        responses={
+            200: {"content": {"application/octet-stream": {}}, "description": "The GET's headers, no body."},
+            304: {"description": "Unchanged (If-None-Match matched the ETag)."},
+            404: {"model": ErrorBody},
+            **BUSY,
+            503: {"model": ErrorBody, "description": "No worker extracted it in time; retry."},
+        },
     )
     @router.get(
         "/{path}/weights",
@@ -130,6 +143,7 @@ def build_router(settings: Settings) -> APIRouter:
             },
             304: {"description": "Unchanged (If-None-Match matched the ETag)."},
             404: {"model": ErrorBody},
+            **BUSY,
             503: {"model": ErrorBody, "description": "No worker extracted it in time; retry."},
         },
     )
@@ -185,6 +199,7 @@ def build_router(settings: Settings) -> APIRouter:
             400: {"model": ErrorBody, "description": "An unreadable image (named) or no image at all."},
             404: {"model": ErrorBody},
             413: {"model": ErrorBody, "description": "Too many images or one too large."},
+            **BUSY,
             503: {"model": ErrorBody, "description": "No worker answered in time; retry."},
         },
     )
@@ -193,7 +208,9 @@ def build_router(settings: Settings) -> APIRouter:
         request: Request,
         state: StateDep,
         ckpt: CheckpointDep,
-        files: Annotated[list[UploadFile], File(description="One or more images (field `files`, repeated).")],
+        files: Annotated[
+            list[UploadFile], File(min_length=1, description="One or more images (field `files`, repeated).")
+        ],
     ) -> Response:
         """Preprocessing from the checkpoint header, then the sub-net's pooled features, batched."""
         path = _canonical_path(path, ckpt)
