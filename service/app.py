@@ -15,7 +15,7 @@ from fastapi.responses import JSONResponse
 from sdr_model.datasets.archive import ArchiveLimits
 from service.celery_app import create_celery
 from service.checkpoint_info import CheckpointWatcher
-from service.datasets_store import DatasetStore
+from service.datasets_store import DatasetStore, sweep_staging
 from service.deps import InflightLimiter, ServiceState
 from service.jobs import JobStore
 from service.limits import BodyLimitMiddleware, endpoint_limits
@@ -44,6 +44,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the API: clients, stores and routers for `settings` (default: from the environment)."""
     settings = settings or get_settings()
     settings.ensure_dirs()
+    # Staging folders of a process that was killed mid-upload: never visible as datasets, but disk.
+    sweep_staging(settings.data_dir / "tmp")
     client = connect(settings)
     jobs = JobStore(client, settings.data_dir)
     state = ServiceState(

@@ -6,16 +6,27 @@ extracted with the library's `safe_extract` into a temporary folder, read with t
 dataset reader, its images decoded once to name the unreadable ones, and only then renamed into
 place: a refused or interrupted upload leaves nothing under `datasets/`. The rename is the commit
 point; `dataset.json` inside the folder is what the API reports.
+
+A process killed mid-upload cannot remove its staging folder, so each one is held with an
+exclusive `flock` by the process that works in it (`staging_dir`), and `sweep_staging` (run when
+the API starts) removes the folders whose lock nobody holds any more: the kernel drops a lock when
+its process dies, however it dies, while a live upload of another API process sharing the data
+dir keeps its folder.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import json
+import logging
+import os
 import shutil
+import time
 import uuid
 import warnings
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -25,10 +36,63 @@ from PIL import Image
 from sdr_model.datasets.archive import ArchiveError, ArchiveLimits, safe_extract
 from sdr_model.datasets.labelled import DatasetError, LabelledImages, read_dataset
 
-__all__ = ["DatasetRejected", "DatasetStore", "StoredDataset"]
+__all__ = ["STAGING_PREFIXES", "DatasetRejected", "DatasetStore", "StoredDataset", "staging_dir", "sweep_staging"]
+
+log = logging.getLogger(__name__)
 
 _CHUNK = 1 << 20
 _ID_HEX = 24  # 96 bits of sha256: collisions are not a practical concern, ids stay short
+_OWNER_LOCK = ".owner.lock"
+STAGING_PREFIXES = ("upload-", "features-")  # the request-scoped folders the API makes in `<data_dir>/tmp`
+
+
+@contextlib.contextmanager
+def staging_dir(parent: Path, prefix: str) -> Iterator[Path]:
+    """A fresh folder `parent/<prefix><uuid>`, locked by this process and removed when the block ends."""
+    parent.mkdir(parents=True, exist_ok=True)
+    work = parent / f"{prefix}{uuid.uuid4().hex}"
+    work.mkdir()
+    fd = os.open(work / _OWNER_LOCK, os.O_CREAT | os.O_RDWR, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield work
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+        os.close(fd)
+
+
+def sweep_staging(parent: Path, grace_s: float = 600.0) -> list[Path]:
+    """Remove the staging folders under `parent` whose owner died; returns them.
+
+    A folder without its lock file is only taken when older than `grace_s` (it may have been made
+    a moment ago, its owner about to lock it).
+    """
+    removed: list[Path] = []
+    if not parent.is_dir():
+        return removed
+    for folder in sorted(parent.iterdir()):
+        if not folder.name.startswith(STAGING_PREFIXES) or folder.is_symlink() or not folder.is_dir():
+            continue
+        try:
+            fd = os.open(folder / _OWNER_LOCK, os.O_RDWR)
+        except FileNotFoundError:
+            with contextlib.suppress(FileNotFoundError):
+                if time.time() - folder.stat().st_mtime > grace_s:
+                    shutil.rmtree(folder, ignore_errors=True)
+                    removed.append(folder)
+            continue
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                continue  # its owner is alive and working in it
+            shutil.rmtree(folder, ignore_errors=True)
+            removed.append(folder)
+        finally:
+            os.close(fd)
+    if removed:
+        log.warning("removed %d staging folder(s) left by a process that died mid-request", len(removed))
+    return removed
 
 
 class DatasetRejected(ValueError):
@@ -96,11 +160,8 @@ class DatasetStore:
         Raises:
             DatasetRejected: the archive is unsafe, unreadable, or holds no usable dataset.
         """
-        self.tmp.mkdir(parents=True, exist_ok=True)
         self.root.mkdir(parents=True, exist_ok=True)
-        work = self.tmp / f"upload-{uuid.uuid4().hex}"
-        work.mkdir()
-        try:
+        with staging_dir(self.tmp, "upload-") as work:
             archive = work / "archive"
             digest = hashlib.sha256()
             size = 0
@@ -138,8 +199,6 @@ class DatasetStore:
                     raise
                 return stored, True
             return StoredDataset(dataset_id, self.path(dataset_id) / "data", info), False
-        finally:
-            shutil.rmtree(work, ignore_errors=True)
 
 
 def _summary(

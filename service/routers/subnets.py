@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import shutil
 import threading
-import uuid
 from pathlib import Path as FsPath
 from typing import Annotated, Any
 
@@ -24,6 +23,7 @@ from fastapi.responses import FileResponse, JSONResponse
 from sdr_model.paths import PathError, parse_path, path_to_id
 from service.celery_app import TASK_EXTRACT_SUBNET, TASK_FEATURES
 from service.checkpoint_info import CheckpointInfo
+from service.datasets_store import staging_dir
 from service.deps import CheckpointDep, ServiceState, StateDep, require_api_key
 from service.replies import WorkerBusy, call_worker
 from service.schemas import BUSY, NOT_READY, UNAUTHORIZED, ErrorBody, FeaturesResponse, SubnetInfo, SubnetList
@@ -225,8 +225,7 @@ def build_router(settings: Settings) -> APIRouter:
                     status.HTTP_413_CONTENT_TOO_LARGE,
                     detail=f"image {name!r} is {f.size} bytes; the limit is {max_file_bytes}",
                 )
-        work = state.settings.data_dir / "tmp" / f"features-{uuid.uuid4().hex}"
-        with state.inflight.slot():
+        with state.inflight.slot(), staging_dir(state.settings.data_dir / "tmp", "features-") as work:
             return await _embed(state, ckpt, path, names, files, work, request.headers.get("accept", ""))
 
     return router
@@ -241,51 +240,47 @@ async def _embed(
     work: FsPath,
     accept: str,
 ) -> Response:
-    """Stage the uploads in the shared data dir, let a worker embed them, answer JSON or .npy."""
+    """Stage the uploads in `work` (shared data dir), let a worker embed them, answer JSON or .npy."""
+    inputs = await run_in_threadpool(_save_uploads, work, files)
     try:
-        inputs = await run_in_threadpool(_save_uploads, work, files)
-        try:
-            reply = await run_in_threadpool(
-                call_worker,
-                state.celery,
-                state.redis,
-                TASK_FEATURES,
-                {
-                    "path": path,
-                    "checkpoint_sha256": ckpt.sha256,
-                    "files": inputs,
-                    "output": str(work / "embeddings.npy"),
-                },
-                state.settings.wait_timeout,
-            )
-        except WorkerBusy as exc:
+        reply = await run_in_threadpool(
+            call_worker,
+            state.celery,
+            state.redis,
+            TASK_FEATURES,
+            {
+                "path": path,
+                "checkpoint_sha256": ckpt.sha256,
+                "files": inputs,
+                "output": str(work / "embeddings.npy"),
+            },
+            state.settings.wait_timeout,
+        )
+    except WorkerBusy as exc:
+        raise HTTPException(
+            status.HTTP_503_SERVICE_UNAVAILABLE, detail=str(exc), headers={"Retry-After": "10"}
+        ) from exc
+    if not reply.get("ok"):
+        bad = [names[i] for i in reply.get("unreadable", [])]
+        if bad:
             raise HTTPException(
-                status.HTTP_503_SERVICE_UNAVAILABLE, detail=str(exc), headers={"Retry-After": "10"}
-            ) from exc
-        if not reply.get("ok"):
-            bad = [names[i] for i in reply.get("unreadable", [])]
-            if bad:
-                raise HTTPException(
-                    status.HTTP_400_BAD_REQUEST, detail=f"unreadable image(s): {', '.join(repr(b) for b in bad)}"
-                )
-            raise _worker_error(reply)
-        npy = work / "embeddings.npy"
-        if NPY_MEDIA_TYPE in accept:
-            return Response(
-                npy.read_bytes(),
-                media_type=NPY_MEDIA_TYPE,
-                headers={"X-SDR-Path": path, "X-SDR-Files": str(len(names))},
+                status.HTTP_400_BAD_REQUEST, detail=f"unreadable image(s): {', '.join(repr(b) for b in bad)}"
             )
-        embeddings = np.load(npy, allow_pickle=False)
-        body = FeaturesResponse(path=path, dim=int(embeddings.shape[1]), files=names, embeddings=embeddings.tolist())
-        return JSONResponse(body.model_dump())
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
+        raise _worker_error(reply)
+    npy = work / "embeddings.npy"
+    if NPY_MEDIA_TYPE in accept:
+        return Response(
+            npy.read_bytes(),
+            media_type=NPY_MEDIA_TYPE,
+            headers={"X-SDR-Path": path, "X-SDR-Files": str(len(names))},
+        )
+    embeddings = np.load(npy, allow_pickle=False)
+    body = FeaturesResponse(path=path, dim=int(embeddings.shape[1]), files=names, embeddings=embeddings.tolist())
+    return JSONResponse(body.model_dump())
 
 
 def _save_uploads(work: FsPath, files: list[UploadFile]) -> list[str]:
     """Copy the uploads into the shared data dir under names we choose (never the client's)."""
-    work.mkdir(parents=True)
     out = []
     for i, f in enumerate(files):
         target = work / f"{i:04d}.img"

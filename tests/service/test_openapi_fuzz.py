@@ -155,7 +155,9 @@ def test_operation_conforms_to_its_schema(
     check()
 
 
-def test_real_resources_conform_to_the_schema(api_schema: OpenApiSchema, dataset_archive: bytes) -> None:
+def test_real_resources_conform_to_the_schema(
+    api_schema: OpenApiSchema, fuzz_service: PrivateService, dataset_archive: bytes
+) -> None:
     """The success answers that random input rarely reaches, on real resources, through the same
     checks: an upload (201) and its summary, a route job queued (202; no route worker takes it),
     read and cancelled twice (idempotent), embeddings as JSON and as .npy, the weights, their 304
@@ -192,6 +194,7 @@ def test_real_resources_conform_to_the_schema(api_schema: OpenApiSchema, dataset
         "POST", "/subnets/{path}/features", 200, subnet, images, MULTIPART, headers={"Accept": "application/x-npy"}
     )
     assert npy.headers["content-type"][0].startswith("application/x-npy")
+    assert list((fuzz_service.settings.data_dir / "tmp").iterdir()) == []  # the requests' staging is gone
     etag = call("GET", "/subnets/{path}/weights", 200, subnet).headers["etag"][0]
     call("GET", "/subnets/{path}/weights", 304, subnet, headers={"If-None-Match": etag})
     call("HEAD", "/subnets/{path}/weights", 200, subnet)
