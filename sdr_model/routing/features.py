@@ -43,7 +43,7 @@ def prefix_tree_features(
     device: str | torch.device = "cpu",
     channels_last: bool = False,
     bf16: bool | None = None,
-    batch_siblings: bool = True,
+    batch_siblings: bool = False,
     on_batch: BatchCallback | None = None,
     should_cancel: CancelCheck | None = None,
 ) -> dict[str | None, np.ndarray]:
@@ -60,10 +60,11 @@ def prefix_tree_features(
         bf16: bfloat16 autocast of the forward passes; None (default) turns it on for CUDA only, where
             tensor cores make it several times faster. Features come back as float32 either way.
         batch_siblings: evaluate the G children of a prefix together, as grouped convolutions over
-            their stacked activations (equal to one by one, to float rounding). Fewer, larger
-            kernels: 1.6x less CPU time for sdr_tiny's walk, where per-op overhead dominates the
-            small late stages, and the same for sdr_resnet50 at 64 px (docs/BENCHMARKS.md); a GPU
-            gains from the same. Holds G activations per stage instead of one.
+            their stacked activations (equal to one by one, to float rounding). Off by default:
+            on 2 CPU cores it made sdr_tiny's walk 1.27x faster (per-op overhead dominates its
+            small late stages) but sdr_resnet50's 1.75x slower (oneDNN's grouped convolutions over
+            wide layers), docs/BENCHMARKS.md; on a GPU it is unmeasured (`benchmarks.gpu_route`
+            times both). Holds G activations per stage instead of one.
         on_batch: called after each mini-batch with (done, total).
         should_cancel: checked before each mini-batch; True raises `RouteCancelled`.
 
