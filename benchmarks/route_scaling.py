@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import gzip
 import json
-import resource
 import subprocess
 import sys
 import tempfile
@@ -50,17 +49,27 @@ def fashion_mnist_folder(root: Path, count: int, test_every: int = 5) -> Path:
     return root
 
 
+def _status_mib(field: str) -> float:
+    """A memory figure of this process from /proc/self/status, in MiB."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError(f"{field} not in /proc/self/status")
+
+
 def _child(dataset: Path, screen: bool, num_shards: int | None) -> dict[str, Any]:
     """One route in this process; RSS figures in MiB."""
     from sdr_model import load_checkpoint
     from sdr_model.routing import route
 
     loaded = load_checkpoint(CHECKPOINT)
-    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    # Reset the peak (VmHWM) so the import's transient high-water mark does not hide the route's.
+    Path("/proc/self/clear_refs").write_text("5")
+    base = _status_mib("VmRSS")
     start = time.perf_counter()
     result = route(loaded, dataset, screen=screen, num_shards=num_shards)
     wall = time.perf_counter() - start
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    peak = _status_mib("VmHWM")
     return {
         "wall": wall,
         "timings": result.timings,
