@@ -61,8 +61,8 @@ def prefix_tree_features(
             tensor cores make it several times faster. Features come back as float32 either way.
         batch_siblings: evaluate the G children of a prefix together, as grouped convolutions over
             their stacked activations (equal to one by one, to float rounding). Off by default:
-            on 2 CPU cores it made sdr_tiny's walk 1.27x faster (per-op overhead dominates its
-            small late stages) but sdr_resnet50's 1.75x slower (oneDNN's grouped convolutions over
+            on 2 CPU cores it made sdr_tiny's walk 1.4-1.5x faster (per-op overhead dominates its
+            small late stages) but sdr_resnet50's 1.8x slower (oneDNN's grouped convolutions over
             wide layers), docs/BENCHMARKS.md; on a GPU it is unmeasured (`benchmarks.gpu_route`
             times both). Holds G activations per stage instead of one.
         on_batch: called after each mini-batch with (done, total).
