@@ -61,6 +61,16 @@ def _info(path: str, ckpt: CheckpointInfo) -> SubnetInfo:
     )
 
 
+def _ask_worker(state: ServiceState, task: str, kwargs: dict[str, Any]) -> dict[str, Any]:
+    """`call_worker` with the service's wait timeout; no answer in time is a 503 with `Retry-After`."""
+    try:
+        return call_worker(state.celery, state.redis, task, kwargs, state.settings.wait_timeout)
+    except WorkerBusy as exc:
+        raise HTTPException(
+            status.HTTP_503_SERVICE_UNAVAILABLE, detail=str(exc), headers={"Retry-After": "10"}
+        ) from exc
+
+
 def _worker_error(reply: dict[str, Any]) -> HTTPException:
     code = int(reply.get("status", 500))
     return HTTPException(code, detail=str(reply.get("detail", "worker error")))
@@ -157,19 +167,12 @@ def build_router(settings: Settings) -> APIRouter:
         path = _canonical_path(path, ckpt)
         file = weights_file(state.settings.data_dir, ckpt, path)
         if not file.is_file():
-            try:
-                with state.inflight.slot():
-                    reply = call_worker(
-                        state.celery,
-                        state.redis,
-                        TASK_EXTRACT_SUBNET,
-                        {"path": path, "checkpoint_sha256": ckpt.sha256, "output": str(file)},
-                        state.settings.wait_timeout,
-                    )
-            except WorkerBusy as exc:
-                raise HTTPException(
-                    status.HTTP_503_SERVICE_UNAVAILABLE, detail=str(exc), headers={"Retry-After": "10"}
-                ) from exc
+            with state.inflight.slot():
+                reply = _ask_worker(
+                    state,
+                    TASK_EXTRACT_SUBNET,
+                    {"path": path, "checkpoint_sha256": ckpt.sha256, "output": str(file)},
+                )
             if not reply.get("ok"):
                 raise _worker_error(reply)
         etag = f'"{digests.get(file)}"'
@@ -242,24 +245,12 @@ async def _embed(
 ) -> Response:
     """Stage the uploads in `work` (shared data dir), let a worker embed them, answer JSON or .npy."""
     inputs = await run_in_threadpool(_save_uploads, work, files)
-    try:
-        reply = await run_in_threadpool(
-            call_worker,
-            state.celery,
-            state.redis,
-            TASK_FEATURES,
-            {
-                "path": path,
-                "checkpoint_sha256": ckpt.sha256,
-                "files": inputs,
-                "output": str(work / "embeddings.npy"),
-            },
-            state.settings.wait_timeout,
-        )
-    except WorkerBusy as exc:
-        raise HTTPException(
-            status.HTTP_503_SERVICE_UNAVAILABLE, detail=str(exc), headers={"Retry-After": "10"}
-        ) from exc
+    reply = await run_in_threadpool(
+        _ask_worker,
+        state,
+        TASK_FEATURES,
+        {"path": path, "checkpoint_sha256": ckpt.sha256, "files": inputs, "output": str(work / "embeddings.npy")},
+    )
     if not reply.get("ok"):
         bad = [names[i] for i in reply.get("unreadable", [])]
         if bad:
