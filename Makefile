@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup system-deps run test test-fast bench lint evidence ablations ablation-random ablation-w0 ablation-l2 clean
+.PHONY: setup system-deps run test test-fast bench lint evidence ablations ablation-random ablation-w0 ablation-l2 investigate-aligned investigate-mix clean
 
 setup: $(STAMP) system-deps
 
@@ -78,6 +78,16 @@ ablation-w0: setup
 # the scale of SiamKD's cosine loss (lam = 1 would let a 512-dim squared distance swamp SimSiam's loss)
 ablation-l2: setup
 	$(call ablation,l2,baseline/done.json cluster/clusters.json,--set progressive.distill=l2 --set progressive.lam=0.001953125)
+
+# Investigations for #6 ("clusters beat random splits" was missed; docs/MODEL_CARD.md "What was tried").
+# aligned: sibling paths hold similar clusters, so phases 1-3 train on semantic super-clusters
+investigate-aligned: setup
+	$(call ablation,aligned,baseline/done.json,--set cluster.mapping=aligned)
+
+# mix: half of each sub-net's pool (training and calibration) is whole-set images, so shared weights
+# never see one-cluster batches only (tests "one-cluster batches cost W0 its generality")
+investigate-mix: setup
+	$(call ablation,mix,baseline/done.json cluster/clusters.json,--set progressive.mix=0.5)
 
 lint: setup
 	$(BIN)/ruff check .

@@ -125,11 +125,14 @@ class ProgressiveConfig:
     lam: float = 1.0  # lambda: weight of the distillation term
     distill: Literal["siamkd", "l2", "none"] = "siamkd"  # l2 and none are ablations
     batch_size: int = 256  # global batch
+    mix: float = 0.0  # share of whole-set images in a sub-net's pool (training and calibration); 0 = paper
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "phase_steps", tuple(int(s) for s in self.phase_steps))
         if not 0.0 <= self.rho <= 1.0:
             raise TrainConfigError(f"progressive.rho must be in [0, 1], got {self.rho}")
+        if not 0.0 <= self.mix < 1.0:
+            raise TrainConfigError(f"progressive.mix must be in [0, 1), got {self.mix}")
         if any(s < 0 for s in self.phase_steps):
             raise TrainConfigError(f"progressive.phase_steps must be >= 0, got {self.phase_steps}")
 

@@ -4,6 +4,10 @@ Phase 0 is N = {W0} (the baseline stage). Phase s = 1..4 adds the sub-nets that 
 anchor `0000` only in their last s stages, so N holds W0 plus 4, 16, 64, then all 256 sub-nets
 (`sdr_model.paths.phase_paths`). At every step W0 is drawn with probability rho, otherwise a
 sub-net uniformly from the phase's set (algorithm 1, line 6).
+
+`mixed_pool` is an investigation beyond the paper (docs/MODEL_CARD.md, "What was tried"): a
+sub-net's pool can hold a share of whole-set images beside its cluster, so the weights it shares
+with W0 never see one-cluster batches only.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ import torch
 
 from sdr_model.paths import phase_paths
 
-__all__ = ["PhaseSchedule", "sample_path"]
+__all__ = ["PhaseSchedule", "mixed_pool", "sample_path"]
 
 
 class PhaseSchedule:
@@ -47,3 +51,17 @@ def sample_path(generator: torch.Generator, rho: float, phase: int, num_stages: 
         return None
     candidates = phase_paths(phase, num_stages, num_groups)
     return candidates[int(torch.randint(len(candidates), (), generator=generator))]
+
+
+def mixed_pool(members: torch.Tensor, whole: torch.Tensor, mix: float, generator: torch.Generator) -> torch.Tensor:
+    """`members` plus whole-set images drawn so that they make up about `mix` of the pool.
+
+    The draw is fixed per generator, so training and calibration of a path see the same pool.
+    A whole-set image that is also a member may appear twice; at 1/256 of the set that is rare.
+    """
+    if not 0.0 <= mix < 1.0:
+        raise ValueError(f"mix must be in [0, 1), got {mix}")
+    extra = min(round(len(members) * mix / (1.0 - mix)), len(whole))
+    if extra == 0:
+        return members
+    return torch.cat([members, whole[torch.randperm(len(whole), generator=generator)[:extra]]])

@@ -30,12 +30,12 @@ from training.data import StepLoader, eval_transform, step_generator
 from training.features import extract_features
 from training.kmeans import faiss_kmeans
 from training.methods import build_method
-from training.progressive import PhaseSchedule, sample_path
+from training.progressive import PhaseSchedule, mixed_pool, sample_path
 from training.prototype_clustering import assign_balanced, train_prototypes
 from training.run import FINAL_CHECKPOINT, STAGE_CODES, Run
 from training.ssl_method import SSLMethod
 from training.state import load_state, save_state, state_exists
-from training.trainer import StepPlan, build_distill, train_ssl
+from training.trainer import MIX_DRAW, StepPlan, build_distill, train_ssl
 
 __all__ = ["STAGES", "StageError", "run_stage"]
 
@@ -161,11 +161,11 @@ def _progressive(run: Run) -> None:
         if steps
         for p in phase_paths(phase, mc.num_stages, mc.num_groups)
     }
-    pools = {path: clusters.members(path) for path in sorted(used)}
-    small = [p for p, members in pools.items() if len(members) < 2]
+    small = [p for p in sorted(used) if len(clusters.members(p)) < 2]
     if small:  # BatchNorm needs two images (only k-means can get here: Sinkhorn assigns two or more)
         raise StageError(f"paths {small[:8]} have fewer than two images; use more data or cluster.method: sinkhorn")
     whole = clusters.readable()
+    pools = {path: _path_pool(run, clusters, path) for path in sorted(used)}
     method = _method(run)
     if not state_exists(directory):  # progressive training starts from the baseline's weights
         load_state(run.stage_dir("baseline"), method, None, run.dist.device)
@@ -210,7 +210,7 @@ def _calibrate_and_save(run: Run, final: Path) -> None:
     started = time.perf_counter()
     for i in range(start, len(networks)):
         path = networks[i]
-        pool = clusters.readable() if path is None else clusters.members(path)
+        pool = clusters.readable() if path is None else _path_pool(run, clusters, path)
         batches = cfg.w0_batches if path is None else cfg.batches_per_path
         calibrate_network(backbone, path, _eval_batches(run, pool, batches, i))
         if (i + 1) % _CALIBRATION_SAVE_EVERY == 0 and i + 1 < len(networks):
@@ -228,6 +228,12 @@ def _calibrate_and_save(run: Run, final: Path) -> None:
         },
         provenance=_provenance(run, time.perf_counter() - started),
     )
+
+
+def _path_pool(run: Run, clusters: Clusters, path: str) -> torch.Tensor:
+    """The images `path` trains and calibrates on: its cluster, plus `progressive.mix` of the whole set."""
+    g = step_generator(run.config.seed, STAGE_CODES["progressive"], int(path, clusters.num_groups), MIX_DRAW)
+    return mixed_pool(clusters.members(path), clusters.readable(), run.config.progressive.mix, g)
 
 
 def _eval_batches(run: Run, pool: torch.Tensor, batches: int, network: int) -> Iterator[torch.Tensor]:

@@ -31,8 +31,9 @@ from training.state import load_state, save_state, state_exists
 
 __all__ = ["StepPlan", "build_distill", "ssl_step", "train_ssl"]
 
-# Purposes mixed into per-step seeds: one independent stream each.
-PATH_DRAW, BATCH_DRAW, AUGMENT_DRAW = 1, 2, 3
+# Purposes mixed into per-step seeds: one independent stream each. MIX_DRAW is keyed by path id
+# instead of step: the whole-set share of a path's pool (`progressive.mix`), drawn once.
+PATH_DRAW, BATCH_DRAW, AUGMENT_DRAW, MIX_DRAW = 1, 2, 3, 4
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""Algorithm 1's network space: phase sets, the phase schedule, the rho draw."""
+"""Algorithm 1's network space: phase sets, the phase schedule, the rho draw, mixed pools."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from sdr_model.paths import phase_paths
-from training.progressive import PhaseSchedule, sample_path
+from training.progressive import PhaseSchedule, mixed_pool, sample_path
 
 
 def _differs_from_anchor_only_in_last(path: str, s: int) -> bool:
@@ -45,3 +45,19 @@ def test_sample_path_draws_w0_with_probability_rho_and_stays_in_phase() -> None:
     assert w0 == pytest.approx(0.3, abs=0.03)
     subnets = [d for d in draws if d is not None]
     assert set(subnets) == set(phase_paths(2))  # uniform over the phase: all 16 drawn
+
+
+def test_mixed_pool_keeps_the_cluster_and_adds_the_asked_share_of_the_whole_set() -> None:
+    members, whole = torch.arange(100, 140), torch.arange(1000)
+    pool = mixed_pool(members, whole, 0.5, torch.Generator().manual_seed(0))
+    assert torch.equal(pool[:40], members)
+    assert len(pool) == 80 and set(pool[40:].tolist()) <= set(whole.tolist())
+    assert len(set(pool[40:].tolist())) == 40  # drawn without replacement
+    again = mixed_pool(members, whole, 0.5, torch.Generator().manual_seed(0))
+    assert torch.equal(pool, again)  # training and calibration see the same pool
+    assert torch.equal(mixed_pool(members, whole, 0.0, torch.Generator()), members)
+
+
+def test_mixed_pool_rejects_a_share_of_one() -> None:
+    with pytest.raises(ValueError, match="mix"):
+        mixed_pool(torch.arange(4), torch.arange(10), 1.0, torch.Generator())

@@ -114,6 +114,7 @@ def test_overrides_change_only_the_named_settings() -> None:
         ("progressive.rho", "KEY=VALUE"),
         ("progressive.rhoo=1", r"progressive\.rhoo"),
         ("seed.x=1", "seed is not a section"),
+        ("progressive.mix=1.0", r"progressive\.mix must be in \[0, 1\)"),
     ],
 )
 def test_bad_overrides_are_named(override: str, message: str) -> None:
