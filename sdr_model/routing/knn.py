@@ -69,12 +69,12 @@ def nearest(bank: np.ndarray, queries: np.ndarray, k: int, exclude_self: bool = 
     for start in range(0, len(queries), _QUERY_CHUNK):
         chunk_sims, chunk_idx = index.search(queries[start : start + _QUERY_CHUNK], search_k)
         if exclude_self:
-            own = np.arange(start, start + len(chunk_idx))[:, None]
-            # Stable sort moves the query's own entry to the end, keeping the others in similarity
-            # order; if an exact duplicate pushed it out of the list, the last neighbour is dropped.
-            order = np.argsort(chunk_idx == own, axis=1, kind="stable")[:, :k]
-            chunk_sims = np.take_along_axis(chunk_sims, order, axis=1)
-            chunk_idx = np.take_along_axis(chunk_idx, order, axis=1)
+            # Drop each query's own entry (boolean compaction keeps the others in similarity order);
+            # if an exact duplicate pushed it out of the list, the last neighbour is dropped instead.
+            drop = chunk_idx == np.arange(start, start + len(chunk_idx))[:, None]
+            drop[~drop.any(axis=1), -1] = True
+            chunk_sims = chunk_sims[~drop].reshape(-1, k)
+            chunk_idx = chunk_idx[~drop].reshape(-1, k)
         sims[start : start + len(chunk_idx)] = chunk_sims
         idx[start : start + len(chunk_idx)] = chunk_idx
     return sims, idx
