@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from celery import Task, shared_task
-from celery.exceptions import SoftTimeLimitExceeded, TimeLimitExceeded
+from celery.exceptions import SoftTimeLimitExceeded, TimeLimitExceeded, WorkerLostError
 
 from service.celery_app import TASK_EXTRACT_SUBNET, TASK_FEATURES, TASK_ROUTE_MERGE, TASK_ROUTE_SHARD
 from service.jobs import JobStatus, JobStore, ShardStart, write_json_atomic
@@ -285,13 +285,16 @@ def _score_shard(rt: _Runtime, job_id: str, shard: int) -> dict[str, Any]:
 
 
 class _ShardTask(Task):
-    """Fails the job when a time limit ends a shard outside the shard's own error handling.
+    """Fails the job when a shard ends outside the shard's own error handling.
 
     The hard limit kills the child, which cannot report anything; Celery calls `on_failure` in the
     worker's main process (torch-free) with the task's arguments, and acknowledges the message, so
     without this the shard would stay "running" for ever. The soft limit can also fire before
     `route_shard`'s `try` (a fresh child spends seconds importing the routing engine there); the
     task then fails in the child with `SoftTimeLimitExceeded` and the job would stay "queued".
+    Any other error that escapes (the shard's result file cannot be written: disk full, a broken
+    data dir) is acknowledged too and fails the job the same way. A killed child (`WorkerLostError`)
+    is the one failure left alone: the broker redelivers it and `start_shard` counts deliveries.
     """
 
     def on_failure(self, exc: BaseException, task_id: str, args: Any, kwargs: Any, einfo: Any) -> None:
@@ -305,8 +308,10 @@ class _ShardTask(Task):
             )
         elif isinstance(exc, SoftTimeLimitExceeded):
             error = _soft_limit_error(shard, limits)
-        else:
+        elif isinstance(exc, WorkerLostError):
             return
+        else:
+            error = f"shard {shard} failed outside the routing engine: {_error_text(exc)}"
         _runtime().jobs.fail_shard(job_id, shard, error)
 
 

@@ -77,6 +77,27 @@ def test_a_shard_that_kills_its_worker_every_time_fails_the_job(
             worker.stop()
 
 
+def test_a_shard_whose_result_cannot_be_written_fails_the_job(
+    settings: Settings, service_dir: Path, data_root: Path
+) -> None:
+    """An error that escapes the shard's own handling (here its result file cannot be written, as
+    on a full disk) fails the job with that error instead of leaving it "running" for ever."""
+    with private_service(settings, service_dir / "unwritable", route_shards=4) as svc:
+        job_id = svc.route(data_root, paths=["1000"])  # queued: no worker runs yet
+        blocker = svc.store.shard_result_path(job_id, 0)
+        blocker.mkdir(parents=True)  # a folder where the result file goes: the final rename fails
+        worker = svc.worker("unwritable")
+        try:
+            job = wait_for_job(svc.client, job_id, timeout=300)
+            assert job["status"] == "failed", job
+            assert "shard 0 failed outside the routing engine" in str(job["error"]), job["error"]
+            assert "Directory" in str(job["error"]), job["error"]
+            assert _shard(svc, job_id, 0)["status"] == "failed"
+            assert worker.proc.poll() is None
+        finally:
+            worker.stop()
+
+
 # --- time limits (row 9) --------------------------------------------------------------------------
 
 SOFT_S, HARD_S = 2, 8
