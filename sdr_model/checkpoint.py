@@ -16,7 +16,6 @@ from __future__ import annotations
 import json
 import os
 import struct
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,6 +24,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
+from sdr_model.atomic_write import atomic_path
 from sdr_model.config import ConfigError, Preprocessing, SDRConfig
 from sdr_model.paths import PathError, parse_path
 from sdr_model.provenance import code_provenance
@@ -175,15 +175,8 @@ def load_subnet(file: str | os.PathLike[str]) -> tuple[torch.nn.Module, Checkpoi
 
 
 def _atomic_save(file: Path, tensors: dict[str, torch.Tensor], header: dict[str, Any]) -> Path:
-    file.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{file.name}.", suffix=".tmp", dir=file.parent)
-    os.close(fd)
-    try:
-        save_file(tensors, tmp, metadata={_HEADER_KEY: json.dumps(header, sort_keys=True)})
-        os.replace(tmp, file)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(file) as tmp:
+        save_file(tensors, str(tmp), metadata={_HEADER_KEY: json.dumps(header, sort_keys=True)})
     return file
 
 

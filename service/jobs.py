@@ -29,9 +29,10 @@ from typing import Any, cast
 
 import redis
 
+from sdr_model.atomic_write import write_text_atomic
 from service.redis_store import KEY_PREFIX
 
-__all__ = ["JobRecord", "JobStatus", "JobStore", "ShardStart", "write_json_atomic", "write_text_atomic"]
+__all__ = ["JobRecord", "JobStatus", "JobStore", "ShardStart", "write_json_atomic"]
 
 
 class JobStatus(StrEnum):
@@ -123,18 +124,6 @@ class JobRecord:
     started_at: float | None
     finished_at: float | None
     shards: list[dict[str, Any]] = field(default_factory=list)
-
-
-def write_text_atomic(path: Path, text: str) -> None:
-    """Write under a temporary name and rename: readers see the old file or the whole new one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    try:
-        tmp.write_text(text)
-        tmp.replace(path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)  # a full disk must not leave a half-written temp file behind
-        raise
 
 
 def write_json_atomic(path: Path, payload: Any) -> None:

@@ -16,7 +16,6 @@ import logging
 import os
 import signal
 import traceback
-import uuid
 from collections import OrderedDict
 from functools import cache
 from pathlib import Path
@@ -211,9 +210,7 @@ def features(
                     x = normalize(decoded.pixels[start : start + batch].to(rt.device), meta.preprocessing)
                     chunks.append(subnet(x).float().cpu().numpy())  # [B, D] pooled features (num_classes=0)
             embeddings = np.concatenate(chunks).astype(np.float32)
-            tmp = Path(output).with_name(f".{uuid.uuid4().hex}.npy")
-            np.save(tmp, embeddings)
-            tmp.replace(output)
+            np.save(output, embeddings)  # transient: the API reads it only after this task's reply
             reply = {"ok": True, "shape": list(embeddings.shape)}
     except _Refused as exc:
         reply = {"ok": False, "status": exc.status, "detail": exc.detail}

@@ -7,7 +7,6 @@ decoded and trains nothing). The JSON report holds the method, mapping, sizes an
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,6 +14,7 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
+from sdr_model.atomic_write import atomic_path, write_text_atomic
 from sdr_model.paths import id_to_path
 
 __all__ = ["Clusters"]
@@ -62,8 +62,9 @@ class Clusters:
     def save(self, directory: Path) -> None:
         directory.mkdir(parents=True, exist_ok=True)
         tensors = {"path_ids": self.path_ids.contiguous(), "prototypes": self.prototypes.float().contiguous()}
-        _atomic(directory / _TENSORS, lambda tmp: save_file(tensors, tmp))
-        _atomic(directory / _REPORT, lambda tmp: Path(tmp).write_text(json.dumps(self.report, indent=1)))
+        with atomic_path(directory / _TENSORS) as tmp:
+            save_file(tensors, str(tmp))
+        write_text_atomic(directory / _REPORT, json.dumps(self.report, indent=1))
 
     @classmethod
     def load(cls, directory: Path) -> Clusters:
@@ -74,9 +75,3 @@ class Clusters:
     @staticmethod
     def exists(directory: Path) -> bool:
         return (directory / _TENSORS).is_file() and (directory / _REPORT).is_file()
-
-
-def _atomic(file: Path, write: Any) -> None:
-    tmp = file.with_name(f".{file.name}.tmp")
-    write(str(tmp))
-    os.replace(tmp, file)

@@ -7,9 +7,10 @@ are dropped so that the file reads as if the run had never stopped.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
+
+from sdr_model.atomic_write import write_text_atomic
 
 __all__ = ["MetricsLog", "read_metrics"]
 
@@ -23,9 +24,7 @@ class MetricsLog:
             return
         file.parent.mkdir(parents=True, exist_ok=True)
         kept = [r for r in read_metrics(file) if int(r.get("step", 0)) <= resume_step] if file.exists() else []
-        tmp = file.with_name(f".{file.name}.tmp")
-        tmp.write_text("".join(json.dumps(r) + "\n" for r in kept))
-        os.replace(tmp, file)
+        write_text_atomic(file, "".join(json.dumps(r) + "\n" for r in kept))
 
     def log(self, record: dict[str, Any]) -> None:
         if self.enabled:

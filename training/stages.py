@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,6 +20,7 @@ from typing import Any
 import torch
 from sklearn.metrics import normalized_mutual_info_score
 
+from sdr_model.atomic_write import write_text_atomic
 from sdr_model.checkpoint import save_checkpoint
 from sdr_model.paths import all_paths, phase_paths
 from training.calibrate import bn_calibration_mode, calibrate_network, finish_calibration
@@ -298,8 +298,5 @@ def _require(run: Run, stage: str) -> None:
 
 def _mark_done(run: Run, directory: Path, summary: dict[str, Any]) -> None:
     if run.dist.is_main:
-        directory.mkdir(parents=True, exist_ok=True)
-        tmp = directory / f".{_DONE}.tmp"
-        tmp.write_text(json.dumps(summary, indent=1))
-        os.replace(tmp, directory / _DONE)
+        write_text_atomic(directory / _DONE, json.dumps(summary, indent=1))
     run.dist.barrier()

@@ -8,7 +8,6 @@ atomically and carry the step, so a crash between the two writes is detected on 
 from __future__ import annotations
 
 import json
-import os
 import random
 from pathlib import Path
 from typing import Any
@@ -18,6 +17,8 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import nn
+
+from sdr_model.atomic_write import atomic_path, write_text_atomic
 
 __all__ = ["StateError", "load_state", "save_state", "state_exists"]
 
@@ -50,12 +51,9 @@ def save_state(
                 else:
                     plain_state[str(pid)][key] = value
         meta["optimizer"] = {"state": plain_state, "param_groups": opt["param_groups"]}
-    tmp = directory / f".{_TENSORS}.tmp"
-    save_file(tensors, str(tmp), metadata={"step": str(step)})
-    os.replace(tmp, directory / _TENSORS)
-    tmp_meta = directory / f".{_META}.tmp"
-    tmp_meta.write_text(json.dumps(meta))
-    os.replace(tmp_meta, directory / _META)
+    with atomic_path(directory / _TENSORS) as tmp:
+        save_file(tensors, str(tmp), metadata={"step": str(step)})
+    write_text_atomic(directory / _META, json.dumps(meta))
 
 
 def load_state(

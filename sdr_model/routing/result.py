@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from sdr_model.atomic_write import write_text_atomic
 from sdr_model.routing.data import RouteContext
 from sdr_model.routing.options import RouteOptions
 
@@ -130,8 +131,4 @@ class RouteResult:
 
     def write_json(self, file: str | os.PathLike[str]) -> Path:
         """Write the report atomically (temporary name, then rename), so readers never see half a file."""
-        file = Path(file)
-        tmp = file.with_name(f".{file.name}.tmp")
-        tmp.write_text(json.dumps(self.to_dict(), indent=2) + "\n")
-        tmp.replace(file)
-        return file
+        return write_text_atomic(file, json.dumps(self.to_dict(), indent=2) + "\n")

@@ -16,12 +16,13 @@ import redis
 from fastapi import APIRouter, Depends, HTTPException, Path, Response, status
 from fastapi.concurrency import run_in_threadpool
 
+from sdr_model.atomic_write import write_text_atomic
 from sdr_model.datasets.labelled import DatasetError, read_manifest
 from sdr_model.paths import PathError, all_paths, parse_path
 from service.celery_app import ROUTE_QUEUE, TASK_ROUTE_SHARD
 from service.checkpoint_info import CheckpointInfo
 from service.deps import CeleryDep, CheckpointDep, DatasetsDep, JobsDep, SettingsDep, require_api_key
-from service.jobs import JobRecord, JobStatus, write_text_atomic
+from service.jobs import JobRecord, JobStatus
 from service.metrics import queued_tasks
 from service.schemas import (
     NOT_READY,

@@ -1,0 +1,49 @@
+"""Write a file so that readers, and the disk after a power cut, see the old file or the whole new one.
+
+Every file the project publishes (checkpoints, training state, route results, job records, uploads'
+manifests) goes through `atomic_path`: the content is written under a unique temporary name in
+the same folder, flushed to disk with `fsync`, renamed over the target (atomic on POSIX), and the
+folder is fsynced so the rename itself survives a power cut. A crash at any point leaves the old
+file; an error (a full disk) also removes the temporary file.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+__all__ = ["atomic_path", "write_text_atomic"]
+
+
+@contextmanager
+def atomic_path(file: str | os.PathLike[str]) -> Iterator[Path]:
+    """A temporary path beside `file` to write to; renamed over `file` when the block succeeds."""
+    file = Path(file)
+    file.parent.mkdir(parents=True, exist_ok=True)
+    tmp = file.with_name(f".{file.name}.{uuid.uuid4().hex}.tmp")
+    try:
+        yield tmp
+        _fsync(tmp, os.O_RDONLY)
+        os.replace(tmp, file)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    _fsync(file.parent, os.O_RDONLY | os.O_DIRECTORY)
+
+
+def write_text_atomic(file: str | os.PathLike[str], text: str) -> Path:
+    """`text` to `file` through `atomic_path`; returns the file."""
+    with atomic_path(file) as tmp:
+        tmp.write_text(text)
+    return Path(file)
+
+
+def _fsync(path: Path, flags: int) -> None:
+    fd = os.open(path, flags)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

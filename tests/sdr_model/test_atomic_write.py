@@ -1,0 +1,37 @@
+"""Atomic writes: the target is the old file or the whole new one, and nothing is left behind on error."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from sdr_model.atomic_write import atomic_path, write_text_atomic
+
+
+def test_write_replaces_the_file_and_leaves_no_temporary(tmp_path: Path) -> None:
+    target = tmp_path / "sub" / "result.json"
+    write_text_atomic(target, "old")
+    assert write_text_atomic(target, "new") == target
+    assert target.read_text() == "new"
+    assert [p.name for p in target.parent.iterdir()] == ["result.json"]
+
+
+def test_an_error_while_writing_keeps_the_old_file_and_removes_the_temporary(tmp_path: Path) -> None:
+    target = tmp_path / "state.safetensors"
+    target.write_text("old")
+    with pytest.raises(OSError, match="disk full"), atomic_path(target) as tmp:
+        tmp.write_text("half")
+        raise OSError("disk full")
+    assert target.read_text() == "old"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["state.safetensors"]
+
+
+def test_the_temporary_name_is_unique_per_write(tmp_path: Path) -> None:
+    """Two writers of the same file (two workers, a retried task) never share a temporary file."""
+    target = tmp_path / "job.json"
+    with atomic_path(target) as first, atomic_path(target) as second:
+        assert first != second and first.parent == second.parent == tmp_path
+        first.write_text("a")
+        second.write_text("b")
+    assert target.read_text() == "a"  # the outer block finishes last
