@@ -5,7 +5,10 @@ process) on a loopback port, the shipped checkpoint. The in-process baseline doe
 features task does for the same PNG files: decode with the checkpoint's preprocessing, normalise,
 one forward pass per `SDR_FEATURE_BATCH_SIZE` images, with the extracted timm sub-net. Client and
 baseline alternate round by round. "Batched" sends 32 images per request, "one per request" sends
-them singly: the overhead a client pays for not batching.
+them singly: the overhead a client pays for not batching. A single client waits for each answer
+before it sends the next request, so its rate is bound by latency: the worker idles while the API
+parses and answers. "Concurrent" keeps `CLIENTS` batched requests in flight, as a server's clients
+do; that is the throughput the goal is about.
 
 Weights: the first `GET /subnets/{path}/weights` of a path has a worker extract and write it; later
 ones stream the cached file.
@@ -21,6 +24,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
@@ -35,6 +39,7 @@ from sdr_model.datasets.images import decode_images, normalize
 CHECKPOINT = REPO / "checkpoints" / "sdr_tiny_fmnist.safetensors"
 PATH = "0123"
 BATCHED = 32  # images per request in the batched client
+CLIENTS = 4  # requests in flight for the concurrent client
 FEATURE_BATCH = 64  # the service default SDR_FEATURE_BATCH_SIZE
 GOAL = 0.8  # issue 9: the endpoint keeps at least 80% of in-process throughput
 
@@ -124,8 +129,15 @@ def _endpoint(client: httpx.Client, url: str, files: list[Path], per_request: in
     return np.concatenate(chunks)
 
 
+def _concurrent(client: httpx.Client, url: str, files: list[Path], per_request: int, clients: int) -> np.ndarray:
+    """`_endpoint` with `clients` requests in flight (httpx's pool: one connection each); rows in file order."""
+    parts = [files[start : start + per_request] for start in range(0, len(files), per_request)]
+    with ThreadPoolExecutor(clients) as pool:
+        return np.concatenate(list(pool.map(lambda part: _endpoint(client, url, part, per_request), parts)))
+
+
 def bench(quick: bool) -> Section:
-    images, rounds = (64, 2) if quick else (128, 4)
+    images, rounds = (64, 2) if quick else (256, 4)
     model, meta = load_checkpoint(CHECKPOINT)
     subnet = extract_subnet(model, PATH).eval()
     preprocessing = meta.preprocessing
@@ -138,14 +150,17 @@ def bench(quick: bool) -> Section:
             with httpx.Client(timeout=300) as client:
                 reference = _in_process(subnet, files, preprocessing)
                 _endpoint(client, server.url, files[:BATCHED], BATCHED)  # warm-up: the worker loads the sub-net
-                seconds: dict[str, list[float]] = {"in-process": [], "batched": [], "one per request": []}
-                diffs: dict[str, float] = {"in-process": 0.0, "batched": 0.0, "one per request": 0.0}
+                concurrent = f"batched, {CLIENTS} requests in flight"
+                clients = {
+                    "in-process": lambda: _in_process(subnet, files, preprocessing),
+                    concurrent: lambda: _concurrent(client, server.url, files, BATCHED, CLIENTS),
+                    "batched, one client": lambda: _endpoint(client, server.url, files, BATCHED),
+                    "one per request, one client": lambda: _endpoint(client, server.url, files[: images // 4], 1),
+                }
+                seconds: dict[str, list[float]] = {name: [] for name in clients}
+                diffs: dict[str, float] = dict.fromkeys(clients, 0.0)
                 for _ in range(rounds):
-                    for name, run in (
-                        ("in-process", lambda: _in_process(subnet, files, preprocessing)),
-                        ("batched", lambda: _endpoint(client, server.url, files, BATCHED)),
-                        ("one per request", lambda: _endpoint(client, server.url, files[: images // 4], 1)),
-                    ):
+                    for name, run in clients.items():
                         start = time.perf_counter()
                         out = run()
                         seconds[name].append((time.perf_counter() - start) / len(out))
@@ -173,8 +188,8 @@ def bench(quick: bool) -> Section:
         tables=[throughput, weights],
         goals=[
             Goal(
-                f"batched endpoint at least {GOAL:.0%} of in-process throughput",
-                rate["batched"] >= GOAL * rate["in-process"],
+                f"batched endpoint, {CLIENTS} requests in flight, at least {GOAL:.0%} of in-process throughput",
+                rate[concurrent] >= GOAL * rate["in-process"],
             )
         ],
     )

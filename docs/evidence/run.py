@@ -29,6 +29,9 @@ VARIANTS: dict[str, tuple[str, str]] = {
     "random_split": ("runs/ablation_random/supernet.safetensors", "ablation (a): random splits instead of clusters"),
     "simsiam_w0": ("runs/ablation_w0/supernet.safetensors", "ablation (b): SimSiam on W0 alone, same steps"),
     "l2_distill": ("runs/ablation_l2/supernet.safetensors", "ablation (c): L2 distillation instead of SiamKD"),
+    # Investigations of "clusters beat random splits" (docs/MODEL_CARD.md, "What was tried").
+    "aligned": ("runs/ablation_aligned/supernet.safetensors", "investigation: aligned cluster-to-path mapping"),
+    "mixed_pool": ("runs/ablation_mix/supernet.safetensors", "investigation: half of each sub-net pool whole-set"),
 }
 
 
