@@ -43,7 +43,7 @@ log = logging.getLogger(__name__)
 _CHUNK = 1 << 20
 _ID_HEX = 24  # 96 bits of sha256: collisions are not a practical concern, ids stay short
 _OWNER_LOCK = ".owner.lock"
-STAGING_PREFIXES = ("upload-", "features-")  # the request-scoped folders the API makes in `<data_dir>/tmp`
+STAGING_PREFIXES = ("upload-", "features-", "manifest-")  # the request-scoped folders the API makes in `<data_dir>/tmp`
 
 
 @contextlib.contextmanager

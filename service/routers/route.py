@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import math
-import uuid
 from typing import Annotated
 
 import redis
@@ -21,6 +20,7 @@ from sdr_model.datasets.labelled import DatasetError, read_manifest
 from sdr_model.paths import PathError, all_paths, parse_path
 from service.celery_app import ROUTE_QUEUE, TASK_ROUTE_SHARD
 from service.checkpoint_info import CheckpointInfo
+from service.datasets_store import staging_dir
 from service.deps import CeleryDep, CheckpointDep, DatasetsDep, JobsDep, SettingsDep, require_api_key
 from service.jobs import JobRecord, JobStatus
 from service.metrics import queued_tasks
@@ -109,16 +109,15 @@ def _validate_manifest(body: RouteRequest, settings: Settings) -> list[dict[str,
                 detail=f"manifest[{i}].path {e['path']!r} must be absolute (a file under SDR_DATA_ROOTS)",
             )
     # The library's reader is the one workers use: same rules (roots, symlinks, files, splits).
-    probe = settings.data_dir / "tmp" / f"manifest-{uuid.uuid4().hex}.jsonl"
-    probe.parent.mkdir(parents=True, exist_ok=True)
-    try:
+    # A staging folder, so a probe left by a killed API is swept at the next start.
+    with staging_dir(settings.data_dir / "tmp", "manifest-") as work:
+        probe = work / "manifest.jsonl"
         probe.write_text("".join(json.dumps(e) + "\n" for e in entries))
-        read_manifest(probe, allowed_roots=settings.data_roots)
-    except DatasetError as exc:
-        message = str(exc).replace(f"{probe.name} line ", "manifest entry ")
-        raise HTTPException(status.HTTP_400_BAD_REQUEST, detail=message) from exc
-    finally:
-        probe.unlink(missing_ok=True)
+        try:
+            read_manifest(probe, allowed_roots=settings.data_roots)
+        except DatasetError as exc:
+            message = str(exc).replace(f"{probe.name} line ", "manifest entry ")
+            raise HTTPException(status.HTTP_400_BAD_REQUEST, detail=message) from exc
     return entries
 
 

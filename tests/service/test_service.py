@@ -183,6 +183,7 @@ def test_manifest_paths_outside_roots_are_400(
     assert r.status_code == 400, r.text
     assert path in r.json()["detail"] and reason in r.json()["detail"]
     assert len(list((settings.data_dir / "jobs").iterdir())) == jobs_before
+    assert not list((settings.data_dir / "tmp").glob("manifest-*"))  # the probe's staging folder is gone
 
 
 def test_manifest_missing_file_is_400(client: TestClient, data_root: Path) -> None:

@@ -202,7 +202,7 @@ def test_the_sweep_takes_only_the_folders_of_dead_processes(tmp_path: Path) -> N
     """What makes the start-up sweep safe where several API processes share a data dir: a folder
     whose owner holds its lock stays, so does a fresh one whose lock is not taken yet, and so does
     anything that is not a staging folder; an unlocked one goes."""
-    (tmp_path / "manifest-0.jsonl").write_text("{}\n")
+    (tmp_path / "manifest-0.jsonl").write_text("{}\n")  # a file, even with a staging prefix
     (tmp_path / "other").mkdir()
     fresh = tmp_path / "upload-fresh"
     fresh.mkdir()
