@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup system-deps run test test-fast bench lint evidence ablations ablation-random ablation-w0 ablation-l2 investigate-aligned investigate-mix clean
+.PHONY: setup system-deps run test test-fast bench lint evidence ablations ablation-random ablation-w0 ablation-l2 investigate-aligned investigate-mix investigate-aligned-mix clean
 
 setup: $(STAMP) system-deps
 
@@ -88,6 +88,10 @@ investigate-aligned: setup
 # never see one-cluster batches only (tests "one-cluster batches cost W0 its generality")
 investigate-mix: setup
 	$(call ablation,mix,baseline/done.json cluster/clusters.json,--set progressive.mix=0.5)
+
+# both: aligned mapping and mixed pools
+investigate-aligned-mix: setup
+	$(call ablation,aligned_mix,baseline/done.json,--set cluster.mapping=aligned --set progressive.mix=0.5)
 
 lint: setup
 	$(BIN)/ruff check .

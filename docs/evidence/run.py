@@ -32,6 +32,7 @@ VARIANTS: dict[str, tuple[str, str]] = {
     # Investigations of "clusters beat random splits" (docs/MODEL_CARD.md, "What was tried").
     "aligned": ("runs/ablation_aligned/supernet.safetensors", "investigation: aligned cluster-to-path mapping"),
     "mixed_pool": ("runs/ablation_mix/supernet.safetensors", "investigation: half of each sub-net pool whole-set"),
+    "aligned_mixed": ("runs/ablation_aligned_mix/supernet.safetensors", "investigation: aligned and mixed pools"),
 }
 
 
