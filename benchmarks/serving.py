@@ -4,8 +4,10 @@ A real `sdr serve` (embedded Redis, one worker process with the same torch threa
 process) on a loopback port, the shipped checkpoint. The in-process baseline does what the worker's
 features task does for the same PNG files: decode with the checkpoint's preprocessing, normalise,
 one forward pass per `SDR_FEATURE_BATCH_SIZE` images, with the extracted timm sub-net. Client and
-baseline alternate round by round. "Batched" sends 32 images per request, "one per request" sends
-them singly: the overhead a client pays for not batching. A single client waits for each answer
+baseline alternate round by round. "Batched" sends 64 images per request, the most a request may
+hold (`SDR_MAX_FEATURE_FILES`) and one forward batch of the worker, so the endpoint runs the same
+forward passes as the baseline; "one per request" sends them singly: the overhead a client pays
+for not batching. A single client waits for each answer
 before it sends the next request, so its rate is bound by latency: the worker idles while the API
 parses and answers. "Concurrent" keeps `CLIENTS` batched requests in flight, as a server's clients
 do; that is the throughput the goal is about.
@@ -38,9 +40,9 @@ from sdr_model.datasets.images import decode_images, normalize
 
 CHECKPOINT = REPO / "checkpoints" / "sdr_tiny_fmnist.safetensors"
 PATH = "0123"
-BATCHED = 32  # images per request in the batched client
-CLIENTS = 4  # requests in flight for the concurrent client
 FEATURE_BATCH = 64  # the service default SDR_FEATURE_BATCH_SIZE
+BATCHED = FEATURE_BATCH  # images per request in the batched client (SDR_MAX_FEATURE_FILES, also 64)
+CLIENTS = 4  # requests in flight for the concurrent client
 GOAL = 0.8  # issue 9: the endpoint keeps at least 80% of in-process throughput
 
 
@@ -137,7 +139,7 @@ def _concurrent(client: httpx.Client, url: str, files: list[Path], per_request: 
 
 
 def bench(quick: bool) -> Section:
-    images, rounds = (64, 2) if quick else (256, 4)
+    images, rounds = (128, 2) if quick else (512, 4)
     model, meta = load_checkpoint(CHECKPOINT)
     subnet = extract_subnet(model, PATH).eval()
     preprocessing = meta.preprocessing

@@ -150,7 +150,9 @@ def _hostname(task: Any) -> str:
 # --- weights and features (request-bound, `sdr.interactive` queue) -----------------------------
 
 
-@shared_task(name=TASK_EXTRACT_SUBNET, bind=True)
+# The two request-bound tasks answer on their reply list (`service.replies`); storing the same
+# answer again as a Celery result would be one more Redis write per request that nothing reads.
+@shared_task(name=TASK_EXTRACT_SUBNET, bind=True, ignore_result=True)
 def extract_subnet(self: Any, path: str, checkpoint_sha256: str, output: str, reply_key: str) -> dict[str, Any]:
     """Write sub-net `path` to the shared cache file `output` (atomic) unless it is there already."""
     from sdr_model import save_subnet
@@ -179,7 +181,7 @@ def extract_subnet(self: Any, path: str, checkpoint_sha256: str, output: str, re
     return {k: v for k, v in reply.items() if k != "file"}
 
 
-@shared_task(name=TASK_FEATURES, bind=True)
+@shared_task(name=TASK_FEATURES, bind=True, ignore_result=True)
 def features(
     self: Any, path: str, checkpoint_sha256: str, files: list[str], output: str, reply_key: str
 ) -> dict[str, Any]:
