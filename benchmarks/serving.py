@@ -1,16 +1,20 @@
 """Serving: the features endpoint against the same sub-net in-process, and the weights endpoint cold vs cached.
 
-A real `sdr serve` (embedded Redis, one worker process with the same torch thread count as this
-process) on a loopback port, the shipped checkpoint. The in-process baseline does what the worker's
-features task does for the same PNG files: decode with the checkpoint's preprocessing, normalise,
-one forward pass per `SDR_FEATURE_BATCH_SIZE` images, with the extracted timm sub-net. Client and
-baseline alternate round by round. "Batched" sends 64 images per request, the most a request may
-hold (`SDR_MAX_FEATURE_FILES`) and one forward batch of the worker, so the endpoint runs the same
-forward passes as the baseline; "one per request" sends them singly: the overhead a client pays
-for not batching. A single client waits for each answer
-before it sends the next request, so its rate is bound by latency: the worker idles while the API
-parses and answers. "Concurrent" keeps `CLIENTS` batched requests in flight, as a server's clients
-do; that is the throughput the goal is about.
+A real `sdr serve` on a loopback port with the shipped checkpoint: embedded Redis, and the worker
+as `make run` deploys it, one prefork child per core with one torch thread each, so it uses the
+cores the in-process baseline uses as torch threads. (One child of two threads was measured 15-20
+points lower with requests in flight: any other process waking up stalls one of its two threads,
+and the whole forward waits for it.) The baseline does what the worker's features task does for
+the same PNG files: decode with the checkpoint's preprocessing, normalise, one forward pass per
+`SDR_FEATURE_BATCH_SIZE` images, with the extracted timm sub-net. Clients and baseline alternate
+round by round.
+
+"Batched" sends 64 images per request, the most a request may hold (`SDR_MAX_FEATURE_FILES`) and
+one forward batch of the worker, so the endpoint runs the same forward passes as the baseline; a
+single client waits for each answer before it sends the next request, so its rate is bound by
+latency. "Requests in flight" keeps `CLIENTS` batched requests open at once, as a server's clients
+do: that is the throughput the goal is about. "One per request" sends images singly: the
+overhead a client pays for not batching.
 
 Weights: the first `GET /subnets/{path}/weights` of a path has a worker extract and write it; later
 ones stream the cached file.
@@ -55,14 +59,14 @@ def _free_port() -> int:
 class _Server:
     """`sdr serve` in a child process on a free port, with its own data directory."""
 
-    def __init__(self, data_dir: Path, threads: int) -> None:
+    def __init__(self, data_dir: Path, cores: int) -> None:
         self.url = f"http://127.0.0.1:{_free_port()}"
         env = {k: v for k, v in os.environ.items() if not k.startswith("SDR_")}
         env.update(
             SDR_DATA_DIR=str(data_dir),
             SDR_CHECKPOINT=str(CHECKPOINT),
-            SDR_WORKER_CONCURRENCY="1",
-            SDR_TORCH_THREADS=str(threads),
+            SDR_WORKER_CONCURRENCY=str(cores),
+            SDR_TORCH_THREADS="1",
             SDR_FEATURE_BATCH_SIZE=str(FEATURE_BATCH),
         )
         data_dir.mkdir(parents=True, exist_ok=True)
@@ -186,7 +190,7 @@ def bench(quick: bool) -> Section:
         "Serving: features endpoint vs in-process, weights cold vs cached",
         __name__,
         f"sdr_tiny sub-net {PATH}, {images} 28-px PNGs per round, {rounds} rounds, client and in-process "
-        "alternating; `sdr serve` on loopback with one worker process.",
+        f"alternating; `sdr serve` on loopback, {torch.get_num_threads()} worker processes of one torch thread.",
         tables=[throughput, weights],
         goals=[
             Goal(
