@@ -60,7 +60,6 @@ class Clusters:
         return {id_to_path(i, stages, self.num_groups): int(c) for i, c in enumerate(counts)}
 
     def save(self, directory: Path) -> None:
-        directory.mkdir(parents=True, exist_ok=True)
         tensors = {"path_ids": self.path_ids.contiguous(), "prototypes": self.prototypes.float().contiguous()}
         with atomic_path(directory / _TENSORS) as tmp:
             save_file(tensors, str(tmp))

@@ -22,7 +22,6 @@ class MetricsLog:
         self.file, self.enabled = file, enabled
         if not enabled:
             return
-        file.parent.mkdir(parents=True, exist_ok=True)
         kept = [r for r in read_metrics(file) if int(r.get("step", 0)) <= resume_step] if file.exists() else []
         write_text_atomic(file, "".join(json.dumps(r) + "\n" for r in kept))
 

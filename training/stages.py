@@ -161,11 +161,12 @@ def _progressive(run: Run) -> None:
         if steps
         for p in phase_paths(phase, mc.num_stages, mc.num_groups)
     }
-    small = [p for p in sorted(used) if len(clusters.members(p)) < 2]
+    members = {path: clusters.members(path) for path in sorted(used)}
+    small = [p for p, m in members.items() if len(m) < 2]
     if small:  # BatchNorm needs two images (only k-means can get here: Sinkhorn assigns two or more)
         raise StageError(f"paths {small[:8]} have fewer than two images; use more data or cluster.method: sinkhorn")
     whole = clusters.readable()
-    pools = {path: _path_pool(run, clusters, path) for path in sorted(used)}
+    pools = {path: _path_pool(run, path, m, whole) for path, m in members.items()}
     method = _method(run)
     if not state_exists(directory):  # progressive training starts from the baseline's weights
         load_state(run.stage_dir("baseline"), method, None, run.dist.device)
@@ -208,9 +209,10 @@ def _calibrate_and_save(run: Run, final: Path) -> None:
         start, _ = load_state(directory, backbone, None, run.dist.device)
     bn_calibration_mode(backbone, reset=start == 0)
     started = time.perf_counter()
+    whole = clusters.readable()
     for i in range(start, len(networks)):
         path = networks[i]
-        pool = clusters.readable() if path is None else _path_pool(run, clusters, path)
+        pool = whole if path is None else _path_pool(run, path, clusters.members(path), whole)
         batches = cfg.w0_batches if path is None else cfg.batches_per_path
         calibrate_network(backbone, path, _eval_batches(run, pool, batches, i))
         if (i + 1) % _CALIBRATION_SAVE_EVERY == 0 and i + 1 < len(networks):
@@ -230,10 +232,10 @@ def _calibrate_and_save(run: Run, final: Path) -> None:
     )
 
 
-def _path_pool(run: Run, clusters: Clusters, path: str) -> torch.Tensor:
-    """The images `path` trains and calibrates on: its cluster, plus `progressive.mix` of the whole set."""
-    g = step_generator(run.config.seed, STAGE_CODES["progressive"], int(path, clusters.num_groups), MIX_DRAW)
-    return mixed_pool(clusters.members(path), clusters.readable(), run.config.progressive.mix, g)
+def _path_pool(run: Run, path: str, members: torch.Tensor, whole: torch.Tensor) -> torch.Tensor:
+    """The images `path` trains and calibrates on: its cluster `members`, plus `progressive.mix` of `whole`."""
+    g = step_generator(run.config.seed, STAGE_CODES["progressive"], int(path, run.model_config.num_groups), MIX_DRAW)
+    return mixed_pool(members, whole, run.config.progressive.mix, g)
 
 
 def _eval_batches(run: Run, pool: torch.Tensor, batches: int, network: int) -> Iterator[torch.Tensor]:

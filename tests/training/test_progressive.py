@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import itertools
+from pathlib import Path
 
 import pytest
 import torch
+from safetensors.torch import load_file
 
+from sdr_model.cli import main as sdr
 from sdr_model.paths import phase_paths
+from training.config import load_config
 from training.progressive import PhaseSchedule, mixed_pool, sample_path
+
+from .conftest import smoke_config, write_config
 
 
 def _differs_from_anchor_only_in_last(path: str, s: int) -> bool:
@@ -61,3 +67,21 @@ def test_mixed_pool_keeps_the_cluster_and_adds_the_asked_share_of_the_whole_set(
 def test_mixed_pool_rejects_a_share_of_one() -> None:
     with pytest.raises(ValueError, match="mix"):
         mixed_pool(torch.arange(4), torch.arange(10), 1.0, torch.Generator())
+
+
+STATE = "state.safetensors"
+
+
+def test_mix_changes_only_what_sub_nets_train_on(tmp_path: Path) -> None:
+    """Same seed, `progressive.mix` 0 vs 0.5: the baseline stage is bit-identical, the progressive
+    weights differ (sub-net batches now hold whole-set images), and the recipe records the share."""
+    states = {}
+    for mix in (0.0, 0.5):
+        config = smoke_config(tmp_path / f"mix{mix}", progressive={"mix": mix})
+        assert sdr(["train", "all", "--config", str(write_config(config, tmp_path / f"mix{mix}.yaml"))]) == 0
+        run = Path(config.run_dir)
+        states[mix] = {stage: load_file(str(run / stage / STATE)) for stage in ("baseline", "progressive")}
+        assert load_config(run / "config.yaml").progressive.mix == mix
+    plain, mixed = states[0.0], states[0.5]
+    assert all(torch.equal(plain["baseline"][k], mixed["baseline"][k]) for k in plain["baseline"])
+    assert any(not torch.equal(plain["progressive"][k], mixed["progressive"][k]) for k in plain["progressive"])
