@@ -124,9 +124,14 @@ def _in_process(subnet: torch.nn.Module, files: list[Path], preprocessing: objec
     return np.concatenate(chunks)
 
 
+def _parts(files: list[Path], size: int) -> list[list[Path]]:
+    """`files` cut into consecutive runs of `size` (the last may be shorter)."""
+    return [files[start : start + size] for start in range(0, len(files), size)]
+
+
 def _in_process_split(subnet: torch.nn.Module, files: list[Path], preprocessing: object, workers: int) -> np.ndarray:
     """`_in_process` with the worker's layout: `workers` threads of one torch thread, a batch each."""
-    parts = [files[start : start + FEATURE_BATCH] for start in range(0, len(files), FEATURE_BATCH)]
+    parts = _parts(files, FEATURE_BATCH)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
@@ -138,8 +143,7 @@ def _in_process_split(subnet: torch.nn.Module, files: list[Path], preprocessing:
 
 def _endpoint(client: httpx.Client, url: str, files: list[Path], per_request: int) -> np.ndarray:
     chunks = []
-    for start in range(0, len(files), per_request):
-        part = files[start : start + per_request]
+    for part in _parts(files, per_request):
         r = client.post(
             f"{url}/subnets/{PATH}/features",
             files=[("files", (f.name, f.read_bytes(), "image/png")) for f in part],
@@ -152,7 +156,7 @@ def _endpoint(client: httpx.Client, url: str, files: list[Path], per_request: in
 
 def _concurrent(client: httpx.Client, url: str, files: list[Path], per_request: int, clients: int) -> np.ndarray:
     """`_endpoint` with `clients` requests in flight (httpx's pool: one connection each); rows in file order."""
-    parts = [files[start : start + per_request] for start in range(0, len(files), per_request)]
+    parts = _parts(files, per_request)
     with ThreadPoolExecutor(clients) as pool:
         return np.concatenate(list(pool.map(lambda part: _endpoint(client, url, part, per_request), parts)))
 
