@@ -18,6 +18,7 @@ import signal
 import traceback
 from collections import OrderedDict
 from functools import cache
+from itertools import accumulate, pairwise
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -183,9 +184,12 @@ def extract_subnet(self: Any, path: str, checkpoint_sha256: str, output: str, re
 
 @shared_task(name=TASK_FEATURES, bind=True, ignore_result=True)
 def features(
-    self: Any, path: str, checkpoint_sha256: str, files: list[str], output: str, reply_key: str
+    self: Any, path: str, checkpoint_sha256: str, images: str, sizes: list[int], output: str, reply_key: str
 ) -> dict[str, Any]:
-    """Embed `files` with sub-net `path` (checkpoint preprocessing, batched) into the .npy `output`."""
+    """Embed the images staged back to back in `images` (`sizes` bytes each) with sub-net `path` into the .npy `output`.
+
+    Checkpoint preprocessing, batched forward passes of `SDR_FEATURE_BATCH_SIZE`.
+    """
     import numpy as np
     import torch
 
@@ -195,13 +199,17 @@ def features(
     try:
         subnet = rt.subnet(path, checkpoint_sha256)
         _, meta = rt.checked_model(checkpoint_sha256)
-        decoded = decode_images(files, meta.preprocessing, num_threads=1)
+        staged = Path(images).read_bytes()
+        if sum(sizes) != len(staged):
+            raise ValueError(f"{images} holds {len(staged)} bytes, the request said {sum(sizes)}")
+        offsets = [0, *accumulate(sizes)]
+        blobs = [staged[start:end] for start, end in pairwise(offsets)]
+        decoded = decode_images(blobs, meta.preprocessing, num_threads=1)
         if decoded.skipped:
-            index = {f: i for i, f in enumerate(files)}
             reply: dict[str, Any] = {
                 "ok": False,
                 "status": 400,
-                "unreadable": [index[s.file] for s in decoded.skipped],
+                "unreadable": sorted(set(range(len(blobs))) - set(decoded.source_index.tolist())),
                 "detail": "; ".join(s.reason for s in decoded.skipped),
             }
         else:

@@ -17,6 +17,7 @@ while we decode, so an oversized image is refused before its pixels are allocate
 
 from __future__ import annotations
 
+import io
 import os
 import warnings
 from collections.abc import Sequence
@@ -54,14 +55,14 @@ class DecodedImages:
     skipped: tuple[SkippedFile, ...]
 
 
-def load_image(path: str | Path, channels: int) -> Image.Image:
-    """Open and fully decode an image as "L" (channels=1) or "RGB" (channels=3).
+def load_image(source: str | Path | bytes, channels: int) -> Image.Image:
+    """Open and fully decode an image (a file, or its encoded bytes) as "L" (channels=1) or "RGB" (channels=3).
 
     Raises:
         OSError / ValueError / Image.DecompressionBombError: unreadable, truncated or too large
             (the bomb warning is an error only inside `decode_images`, where it is made one).
     """
-    with Image.open(path) as img:
+    with Image.open(io.BytesIO(source) if isinstance(source, bytes) else source) as img:
         img.load()  # decode now: truncated data raises here, not at first pixel access
         if img.mode in _WIDE_GRAY_MODES:
             wide = np.asarray(img, dtype=np.float64)
@@ -91,14 +92,16 @@ def normalize(pixels: torch.Tensor, preprocessing: Preprocessing) -> torch.Tenso
 
 
 def decode_images(
-    files: Sequence[str | Path],
+    files: Sequence[str | Path | bytes],
     preprocessing: Preprocessing,
     num_threads: int | None = None,
 ) -> DecodedImages:
     """Decode and crop every file once; skip (and record) the ones that cannot be read.
 
     Args:
-        files: image files, in the order their labels are kept.
+        files: image files, in the order their labels are kept; or images already in memory, as
+            their encoded bytes (the features task: one staged file per request, not one per image).
+            A skipped in-memory image is named by its position, `#<index>`.
         preprocessing: from the checkpoint header.
         num_threads: decoding threads (default: the CPU count, at most 8).
 
@@ -123,7 +126,8 @@ def decode_images(
             Image.DecompressionBombWarning,
         ) as exc:
             # SyntaxError: some Pillow plugins (e.g. PNG chunk parsing) report corrupt data this way.
-            return SkippedFile(file=str(files[i]), reason=f"{type(exc).__name__}: {exc}")
+            name = f"#{i}" if isinstance(files[i], bytes) else str(files[i])
+            return SkippedFile(file=name, reason=f"{type(exc).__name__}: {exc}")
         return None
 
     # warnings filters are process-global in Python 3.11, so the worker threads see this one.

@@ -150,6 +150,20 @@ def test_decode_skips_corrupt_truncated_and_bomb_images(tmp_path: Path, monkeypa
         assert torch.equal(decoded.pixels[row], eval_transform(load_image(files[i], 1), GRAY))
 
 
+def test_decode_from_bytes_equals_decode_from_files(tmp_path: Path) -> None:
+    """The features task decodes one staged blob per image: same pixels as from the files, skips named by position."""
+    files = [_save(tmp_path / f"img{i}.png", size=(30 + 9 * i, 41), value=40 * i) for i in range(3)]
+    blobs = [f.read_bytes() for f in files]
+    from_files = decode_images(files, GRAY, num_threads=2)
+    from_bytes = decode_images(blobs, GRAY, num_threads=2)
+    assert torch.equal(from_bytes.pixels, from_files.pixels)
+
+    decoded = decode_images([blobs[0], b"\x89PNG\r\n\x1a\n" + b"garbage", blobs[2]], GRAY, num_threads=1)
+    assert decoded.source_index.tolist() == [0, 2]
+    assert [s.file for s in decoded.skipped] == ["#1"]
+    assert torch.equal(decoded.pixels, from_files.pixels[[0, 2]])
+
+
 def test_stratified_split_is_per_class_seeded_and_keeps_singletons() -> None:
     labels = np.array([0] * 10 + [1] * 5 + [2])
     kept, held = stratified_split(labels, 0.2, seed=3)

@@ -311,8 +311,10 @@ def test_downloaded_weights_in_timm_match_features_endpoint(client: TestClient, 
 
 def test_features_limits_and_bad_images(client: TestClient) -> None:
     ok = png_bytes(make_image(0, 1))
-    r = client.post("/subnets/0000/features", files=[("files", ("a.png", ok)), ("files", ("b.png", b"junk"))])
+    junk_between = [("files", ("a.png", ok)), ("files", ("b.png", b"junk")), ("files", ("c.png", ok))]
+    r = client.post("/subnets/0000/features", files=junk_between)
     assert r.status_code == 400 and "b.png" in r.json()["detail"]
+    assert "a.png" not in r.json()["detail"] and "c.png" not in r.json()["detail"]
     r = client.post("/subnets/0000/features", files=[("files", ("a.png", ok))] * 65)
     assert r.status_code in (400, 413) and "detail" in r.json()
     assert client.post("/subnets/0412/features", files=[("files", ("a.png", ok))]).status_code == 404
