@@ -16,6 +16,10 @@ BN / ReLU / pooling, a stem that runs at a low FLOP rate).
 
 sdr_resnet50 runs at 64 px on a CPU: a naive 224-px loop over a few hundred images takes hours on 2
 cores. `benchmarks.gpu_route` measures 224 px where a GPU is present.
+
+Both ways above walk one mini-batch at a time on all torch threads, so the comparison is like for
+like. A route on CPU walks one mini-batch per core, each on one torch thread (`workers`); the
+second table times the shared walk both ways over several batches, alternating.
 """
 
 from __future__ import annotations
@@ -123,10 +127,35 @@ def compare(name: str, images: int, size: int, batch: int, channels_last: bool) 
     }
 
 
+def compare_layouts(name: str, images: int, size: int, batch: int, repeats: int) -> dict[str, float]:
+    """Wall and CPU seconds of the whole shared walk: one batch at a time vs one batch per core."""
+    torch.manual_seed(0)
+    model = create_model(name).eval()
+    preprocessing = default_preprocessing(name)
+    preprocessing = Preprocessing(**{**preprocessing.to_dict(), "input_size": size, "resize": size})
+    pixels = torch.randint(0, 256, (images, model.config.in_chans, size, size), dtype=torch.uint8)
+    paths = [None, *all_paths()]
+    cores = torch.get_num_threads()
+    prefix_tree_features(model, pixels[:batch], preprocessing, paths, batch_size=batch)  # warm-up
+    totals = {"one_s": 0.0, "one_cpu": 0.0, "side_s": 0.0, "side_cpu": 0.0}
+    for _ in range(repeats):
+        for key, workers in (("one", 1), ("side", cores)):
+            t0, c0 = time.perf_counter(), time.process_time()
+            prefix_tree_features(model, pixels, preprocessing, paths, batch_size=batch, workers=workers)
+            totals[f"{key}_s"] += time.perf_counter() - t0
+            totals[f"{key}_cpu"] += time.process_time() - c0
+    return totals
+
+
 # (preset, images, input side, batch) per run; quick runs use fewer images.
 _RUNS = {
     False: [("sdr_tiny", 256, 64, 64), ("sdr_resnet50", 64, 64, 32)],
     True: [("sdr_tiny", 64, 64, 32), ("sdr_resnet50", 8, 64, 8)],
+}
+# (preset, images, input side, batch, repeats) per layout comparison: at least two batches per core.
+_LAYOUT_RUNS = {
+    False: [("sdr_tiny", 256, 64, 64, 2), ("sdr_resnet50", 32, 64, 16, 1)],
+    True: [("sdr_tiny", 32, 64, 8, 1), ("sdr_resnet50", 4, 64, 1, 1)],
 }
 GOAL = 0.8  # issue 9: the measured speedup reaches 80% of the FLOP bound
 
@@ -165,13 +194,39 @@ def bench(quick: bool) -> Section:
             f"{100 * fractions[name]:.0f}%",
             f"{r['time_bound']:.2f}x ({100 * cpu_speedup / r['time_bound']:.0f}% of it, CPU)",
         )
+    cores = torch.get_num_threads()
+    layouts = Table(
+        [
+            "preset",
+            "input",
+            "images (batch)",
+            f"one batch at a time, {cores} torch threads (wall / CPU)",
+            f"one batch per core, {cores} x 1 thread (wall / CPU)",
+            "speedup (wall)",
+            "image-paths/s, one batch per core",
+        ]
+    )
+    for name, images, size, batch, repeats in _LAYOUT_RUNS[quick]:
+        t = compare_layouts(name, images, size, batch, repeats)
+        layouts.add(
+            name,
+            f"{size} px",
+            f"{images} ({batch})",
+            f"{t['one_s'] / repeats:.1f} s / {t['one_cpu'] / repeats:.1f} s",
+            f"{t['side_s'] / repeats:.1f} s / {t['side_cpu'] / repeats:.1f} s",
+            f"{t['one_s'] / t['side_s']:.2f}x",
+            f"{images * 257 * repeats / t['side_s']:.0f}",
+        )
     return Section(
         "Route: shared-prefix walk vs 257 separate forward passes",
         __name__,
         "W0 and all 256 paths on the same images, the two ways interleaved batch by batch (the shared "
         "walk also with the G children of a prefix as one grouped convolution, `batch_siblings=True`); "
-        "the FLOP bound is the ratio of their convolution and matmul FLOPs (`torch.utils.flop_counter`).",
-        tables=[table],
+        "the FLOP bound is the ratio of their convolution and matmul FLOPs (`torch.utils.flop_counter`). "
+        "Second table: the shared walk as a CPU route runs it, one mini-batch per core on one torch "
+        "thread each (`workers`, the default), against one mini-batch at a time on all threads; the "
+        "features are the same bytes either way.",
+        tables=[table, layouts],
         goals=[Goal(f"sdr_resnet50 speedup >= {GOAL:.0%} of the FLOP bound", fractions["sdr_resnet50"] >= GOAL)],
         notes=[
             "sdr_tiny beats its FLOP bound: its stem (a 7x7 convolution and max-pool over the largest "

@@ -9,11 +9,19 @@ high resolution spends much of its compute (benchmarks/route_throughput.py measu
 
 The walk is depth-first, so at most one activation per stage is alive at a time: memory is bounded
 per mini-batch, whatever the number of paths. Only the pooled `[N, D]` features are kept.
+
+On CPU, mini-batches are walked side by side, one per core, each on one torch thread (`workers`):
+sdr_tiny's convolutions are too small for torch's intra-op threads to keep two cores busy (a
+walk on two threads used 1.3 cores), and one batch per thread made the walk 1.7x faster with the
+same features, bit for bit (the batches, and so every convolution's shapes, are the same).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
 
 import numpy as np
 import torch
@@ -44,6 +52,7 @@ def prefix_tree_features(
     channels_last: bool = False,
     bf16: bool | None = None,
     batch_siblings: bool = False,
+    workers: int | None = None,
     on_batch: BatchCallback | None = None,
     should_cancel: CancelCheck | None = None,
 ) -> dict[str | None, np.ndarray]:
@@ -65,8 +74,12 @@ def prefix_tree_features(
             small late stages) but sdr_resnet50's 1.8x slower (oneDNN's grouped convolutions over
             wide layers), docs/BENCHMARKS.md; on a GPU it is unmeasured (`benchmarks.gpu_route`
             times both). Holds G activations per stage instead of one.
-        on_batch: called after each mini-batch with (done, total).
-        should_cancel: checked before each mini-batch; True raises `RouteCancelled`.
+        workers: mini-batches walked at once, each in its own thread on one torch thread (torch's
+            thread count is set to 1 for the walk and restored after; it is process-wide). None
+            (default): `torch.get_num_threads()` on CPU, 1 on CUDA (one stream of batches feeds the GPU).
+        on_batch: called after each mini-batch with (done, total), from the calling thread, in order.
+        should_cancel: checked before each mini-batch is started; True raises `RouteCancelled` once
+            the batches already started (at most `workers`) have finished.
 
     Returns:
         float32 `[N, D]` per path (D = `model.num_features` for W0, else `subnet_num_features`).
@@ -95,7 +108,9 @@ def prefix_tree_features(
     total_batches = -(-num_images // batch_size)
     device = torch.device(device)
     use_bf16 = device.type == "cuda" if bf16 is None else bf16
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16)
+    if workers is None:
+        workers = 1 if device.type == "cuda" else torch.get_num_threads()
+    workers = max(1, min(workers, total_batches))
     if device.type == "cuda":  # page-locked host memory lets each batch's copy overlap the previous compute
         pixels = pixels.pin_memory()
 
@@ -111,11 +126,9 @@ def prefix_tree_features(
             else:
                 descend(out, child, rows)
 
-    with torch.inference_mode(), autocast:
-        for batch_index, start in enumerate(range(0, num_images, batch_size)):
-            if should_cancel is not None and should_cancel():
-                raise RouteCancelled(f"cancelled after {batch_index} of {total_batches} mini-batches")
-            rows = slice(start, start + batch_size)
+    def walk(rows: slice) -> None:
+        """One mini-batch through the whole tree (inference mode and autocast are per thread)."""
+        with torch.inference_mode(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
             x = normalize(pixels[rows].to(device, non_blocking=True), preprocessing)
             stem = model.forward_stem(x.contiguous(memory_format=memory_format))  # [B, 64, S/4, S/4]
             if None in features:
@@ -124,6 +137,38 @@ def prefix_tree_features(
                     h = model.forward_stage(h, stage, None)
                 features[None][rows] = model.pool(h).float().cpu().numpy()
             descend(stem, "", rows)
-            if on_batch is not None:
-                on_batch(batch_index + 1, total_batches)
+
+    done = 0
+    window: deque[Future[None]] = deque()  # `workers` batches in flight: a cancel leaves at most that many to finish
+
+    def finish_oldest() -> None:
+        nonlocal done
+        window.popleft().result()
+        done += 1
+        if on_batch is not None:
+            on_batch(done, total_batches)
+
+    with _torch_threads(1 if workers > 1 else None), ThreadPoolExecutor(workers, thread_name_prefix="walk") as pool:
+        for batch_index, start in enumerate(range(0, num_images, batch_size)):
+            if should_cancel is not None and should_cancel():
+                raise RouteCancelled(f"cancelled after {batch_index} of {total_batches} mini-batches")
+            window.append(pool.submit(walk, slice(start, start + batch_size)))
+            if len(window) == workers:
+                finish_oldest()
+        while window:
+            finish_oldest()
     return features
+
+
+@contextmanager
+def _torch_threads(threads: int | None) -> Iterator[None]:
+    """torch's intra-op thread count set to `threads` for the duration (None: left alone)."""
+    if threads is None:
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)

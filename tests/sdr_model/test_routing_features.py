@@ -103,6 +103,36 @@ def test_progress_cancel_and_input_checks() -> None:
         prefix_tree_features(model.train(), pixels, preprocessing, ["0000"])
 
 
+def test_batches_walked_side_by_side_give_the_same_features_bit_for_bit() -> None:
+    """`workers` threads, one torch thread each: same batches, so the same bytes as one thread."""
+    model = _randomized("sdr_tiny")
+    preprocessing = default_preprocessing("sdr_tiny")
+    pixels = torch.randint(0, 256, (7, 1, 64, 64), dtype=torch.uint8)
+    paths = [None, "0000", "0123", "3210", "3333"]
+    serial = prefix_tree_features(model, pixels, preprocessing, paths, batch_size=2, workers=1)
+    threads_before = torch.get_num_threads()
+    calls: list[tuple[int, int]] = []
+    parallel = prefix_tree_features(
+        model, pixels, preprocessing, paths, batch_size=2, workers=3, on_batch=lambda d, t: calls.append((d, t))
+    )
+    for path in paths:
+        assert parallel[path].tobytes() == serial[path].tobytes(), path
+    assert calls == [(1, 4), (2, 4), (3, 4), (4, 4)]  # from this thread, in order
+    assert torch.get_num_threads() == threads_before
+
+    polls: list[int] = []
+
+    def cancel_after_two() -> bool:
+        polls.append(1)
+        return len(polls) > 2
+
+    with pytest.raises(RouteCancelled, match="after 2 of 4"):
+        prefix_tree_features(
+            model, pixels, preprocessing, ["0000"], batch_size=2, workers=2, should_cancel=cancel_after_two
+        )
+    assert torch.get_num_threads() == threads_before
+
+
 def test_bf16_autocast_stays_close_to_float32() -> None:
     """bf16 is on by default only for CUDA; forced on here (CPU autocast runs the same code path)."""
     model = _randomized("sdr_tiny")
