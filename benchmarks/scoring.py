@@ -152,6 +152,7 @@ def bench(quick: bool) -> Section:
             f"(D = 256; faiss's and torch's selection alike). On two cores, 257 paths' inner products alone "
             f"would take {257 * products_per_path[256] / 2:.1f} s and the selection adds "
             f"{257 * (per_path[256] - products_per_path[256]) / 2:.1f} s, beside the features time of the "
-            "2,000-image route in the route section. For sdr_resnet50 at 224 px scoring is a small share of the FLOPs (second table).",
+            "2,000-image route in the route section. For sdr_resnet50 at 224 px scoring is a small share "
+            "of the FLOPs (second table).",
         ],
     )
