@@ -13,9 +13,9 @@ each round's baseline is the fastest of them:
 - one thread per core with one torch thread each, a batch per thread, in this process;
 - one process per core with one torch thread each, a batch per task: the worker's own layout
   without the service. Threads of one process contend for the GIL on 28-px images (decode and the
-  small convolutions hold it often), so this layout is the fastest of the three (docs/BENCHMARKS.md);
-  before it was added, the service, whose children are processes, once came out at 114% of the
-  threaded layouts, which measured the GIL, not the service.
+  small convolutions hold it often), so which of the last two is faster varies from run to run.
+  Before this layout was added, the service, whose children are processes, once came out at 114%
+  of the threaded ones: that measured the GIL, not the service.
 Clients and baselines alternate round by round.
 
 The load generator shares the two cores with the service, so it is made cheap: each request's

@@ -12,8 +12,8 @@ per mini-batch, whatever the number of paths. Only the pooled `[N, D]` features 
 
 On CPU, mini-batches are walked side by side, one per core, each on one torch thread (`workers`):
 sdr_tiny's convolutions are too small for torch's intra-op threads to keep two cores busy (a
-walk on two threads used 1.3 cores), and one batch per thread made the walk 1.7x faster with the
-same features, bit for bit (the batches, and so every convolution's shapes, are the same).
+walk on two threads used 1.3 cores), and one batch per thread made the walk 1.7-2.6x faster with
+the same features, bit for bit (the batches, and so every convolution's shapes, are the same).
 """
 
 from __future__ import annotations
