@@ -103,17 +103,27 @@ def test_progress_cancel_and_input_checks() -> None:
         prefix_tree_features(model.train(), pixels, preprocessing, ["0000"])
 
 
-def test_batches_walked_side_by_side_give_the_same_features_bit_for_bit() -> None:
+@pytest.mark.parametrize("batch_siblings", [False, True], ids=["one-by-one", "siblings-grouped"])
+def test_batches_walked_side_by_side_give_the_same_features_bit_for_bit(batch_siblings: bool) -> None:
     """`workers` threads, one torch thread each: same batches, so the same bytes as one thread."""
     model = _randomized("sdr_tiny")
     preprocessing = default_preprocessing("sdr_tiny")
     pixels = torch.randint(0, 256, (7, 1, 64, 64), dtype=torch.uint8)
-    paths = [None, "0000", "0123", "3210", "3333"]
-    serial = prefix_tree_features(model, pixels, preprocessing, paths, batch_size=2, workers=1)
+    paths = [None, "0000", "0123", "0130", "3210", "3333"]
+    serial = prefix_tree_features(
+        model, pixels, preprocessing, paths, batch_size=2, workers=1, batch_siblings=batch_siblings
+    )
     threads_before = torch.get_num_threads()
     calls: list[tuple[int, int]] = []
     parallel = prefix_tree_features(
-        model, pixels, preprocessing, paths, batch_size=2, workers=3, on_batch=lambda d, t: calls.append((d, t))
+        model,
+        pixels,
+        preprocessing,
+        paths,
+        batch_size=2,
+        workers=3,
+        batch_siblings=batch_siblings,
+        on_batch=lambda d, t: calls.append((d, t)),
     )
     for path in paths:
         assert parallel[path].tobytes() == serial[path].tobytes(), path
