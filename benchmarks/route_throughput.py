@@ -81,13 +81,19 @@ def naive_features(model: SDRResNet, x: torch.Tensor) -> None:
             model.forward_features(x, path)
 
 
-def compare(name: str, images: int, size: int, batch: int, channels_last: bool) -> dict[str, float]:
-    """Shared walk and naive loop on the same mini-batches, interleaved so machine noise hits both alike."""
+def _random_inputs(name: str, images: int, size: int) -> tuple[SDRResNet, Preprocessing, torch.Tensor]:
+    """A seeded random-init preset in eval mode, its preprocessing at `size` px, and random uint8 images."""
     torch.manual_seed(0)
     model = create_model(name).eval()
     preprocessing = default_preprocessing(name)
     preprocessing = Preprocessing(**{**preprocessing.to_dict(), "input_size": size, "resize": size})
     pixels = torch.randint(0, 256, (images, model.config.in_chans, size, size), dtype=torch.uint8)
+    return model, preprocessing, pixels
+
+
+def compare(name: str, images: int, size: int, batch: int, channels_last: bool) -> dict[str, float]:
+    """Shared walk and naive loop on the same mini-batches, interleaved so machine noise hits both alike."""
+    model, preprocessing, pixels = _random_inputs(name, images, size)
     naive_flops, shared_flops, flop_ratio = bound(
         model, *stage_costs(model, normalize(pixels[:1], preprocessing), flops)
     )
@@ -129,11 +135,7 @@ def compare(name: str, images: int, size: int, batch: int, channels_last: bool) 
 
 def compare_layouts(name: str, images: int, size: int, batch: int, repeats: int) -> dict[str, float]:
     """Wall and CPU seconds of the whole shared walk: one batch at a time vs one batch per core."""
-    torch.manual_seed(0)
-    model = create_model(name).eval()
-    preprocessing = default_preprocessing(name)
-    preprocessing = Preprocessing(**{**preprocessing.to_dict(), "input_size": size, "resize": size})
-    pixels = torch.randint(0, 256, (images, model.config.in_chans, size, size), dtype=torch.uint8)
+    model, preprocessing, pixels = _random_inputs(name, images, size)
     paths = [None, *all_paths()]
     cores = torch.get_num_threads()
     prefix_tree_features(model, pixels[:batch], preprocessing, paths, batch_size=batch)  # warm-up
