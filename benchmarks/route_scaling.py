@@ -78,6 +78,7 @@ def _child(dataset: Path, screen: bool, num_shards: int | None) -> dict[str, Any
         "best": result.best.path,
         "best_accuracy": result.best.accuracy,
         "w0_accuracy": result.supernet.accuracy,
+        "ranking": {r.path: {"rank": r.rank, "tied": r.tied} for r in result.ranking},
     }
 
 
@@ -129,15 +130,21 @@ def bench(quick: bool) -> Section:
             f"{r['rss_peak_mib'] - r['rss_base_mib']:.0f} MiB",
         )
     full, screened = runs[largest, None, False], runs[largest, None, True]
-    screening = Table(["route", "wall", "vs full", "pick", "pick's test accuracy"])
+    screening = Table(
+        ["route", "wall", "vs full", "pick", "pick's test accuracy", "pick's rank in the full route", "tied there"]
+    )
     for name, r in (("full", full), ("screened", screened)):
+        in_full = full["ranking"][r["best"]]
         screening.add(
             name,
             f"{r['wall']:.1f} s",
             f"{full['wall'] / r['wall']:.2f}x",
             r["best"],
             f"{100 * r['best_accuracy']:.1f}%",
+            f"{in_full['rank']} of {len(full['ranking'])}",
+            "yes" if in_full["tied"] else "no",
         )
+    ties = sum(entry["tied"] for entry in full["ranking"].values())
     share = full["timings"]["scoring_seconds"] / full["wall"]
     section.tables += [timing, screening]
     section.goals.append(
@@ -145,7 +152,9 @@ def bench(quick: bool) -> Section:
     )
     section.notes.append(
         f"Screening picked {'the same path as' if screened['best'] == full['best'] else 'a different path from'} "
-        f"the full route on {largest} images. Scoring is leave-one-out kNN over the train split for each of "
+        f'the full route on {largest} images; "tied there" says whether the full route\'s own evidence '
+        f"(leave-one-out on all of train) counts the screened pick as statistically tied with its best ({ties} "
+        "paths are). Scoring is leave-one-out kNN over the train split for each of "
         "257 feature sets: O(N^2 D) per path against the walk's O(N) images, so its share grows with N and "
         "is largest for a small network like sdr_tiny (D = 256, about 1 GFLOP per image for all 257 paths). "
         "`benchmarks.scoring` has the per-path cost and the extrapolation to sdr_resnet50."
