@@ -5,9 +5,9 @@ Weights and features need torch, which the API never imports: they are Celery ta
 exchange files through the data dir, which API and workers share: the extracted weights are
 cached there once per checkpoint digest and path, and feature requests pass their images and
 embeddings through a temporary folder that is removed when the request ends: the images as one
-file (their bytes back to back, the sizes in the task message), because creating, reading and
-removing one file per image cost the API more CPU than everything else it does for a request
-(14 ms for 64 images, against 0.3 ms for one file; `docs/BENCHMARKS.md`, serving).
+file (their bytes back to back, the sizes in the task message): creating and removing one file
+per image cost the API 14 ms of CPU for 64 images, against 0.3 ms for one file, more than the rest
+of its work for the request (its CPU per image is in `docs/BENCHMARKS.md`, serving).
 """
 
 from __future__ import annotations
