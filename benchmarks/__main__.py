@@ -22,7 +22,7 @@ from tqdm import tqdm
 
 from benchmarks.report import REPO, Section, machine_description, render
 
-MODULES = ("route_throughput", "route_scaling", "scoring", "train_step", "serving", "gpu_route")
+MODULES = ("route_throughput", "route_scaling", "scoring", "train_step", "serving", "service_route", "gpu_route")
 PAGE = REPO / "docs" / "BENCHMARKS.md"
 
 

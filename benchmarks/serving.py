@@ -43,11 +43,7 @@ from __future__ import annotations
 
 import io
 import multiprocessing
-import os
-import socket
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -60,14 +56,13 @@ import psutil
 import torch
 from PIL import Image
 
-from benchmarks.report import REPO, Goal, Section, Table
+from benchmarks.report import Goal, Section, Table
+from benchmarks.server import CHECKPOINT, FEATURE_BATCH, Server
 from sdr_model import extract_subnet, load_checkpoint
 from sdr_model.config import Preprocessing
 from sdr_model.datasets.images import decode_images, normalize
 
-CHECKPOINT = REPO / "checkpoints" / "sdr_tiny_fmnist.safetensors"
 PATH = "0123"
-FEATURE_BATCH = 64  # the service default SDR_FEATURE_BATCH_SIZE
 BATCHED = FEATURE_BATCH  # images per request in the batched client (SDR_MAX_FEATURE_FILES, also 64)
 CLIENTS = 4  # requests in flight for the concurrent client
 LOCAL_ONE = "local, one forward at a time"
@@ -78,57 +73,6 @@ CONCURRENT = f"endpoint, batched, {CLIENTS} requests in flight"
 GOAL = 0.8  # issue 9: the endpoint keeps at least 80% of the same model's throughput without the service
 WORKER_CHILDREN = "worker children (decode + forward)"
 SERVICE_ROLES = ("API (uvicorn)", "Redis", "worker, main process", WORKER_CHILDREN)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class _Server:
-    """`sdr serve` in a child process on a free port, with its own data directory."""
-
-    def __init__(self, data_dir: Path, cores: int) -> None:
-        self.url = f"http://127.0.0.1:{_free_port()}"
-        env = {k: v for k, v in os.environ.items() if not k.startswith("SDR_")}
-        env.update(
-            SDR_DATA_DIR=str(data_dir),
-            SDR_CHECKPOINT=str(CHECKPOINT),
-            SDR_WORKER_CONCURRENCY=str(cores),
-            SDR_TORCH_THREADS="1",
-            SDR_FEATURE_BATCH_SIZE=str(FEATURE_BATCH),
-        )
-        data_dir.mkdir(parents=True, exist_ok=True)
-        self.log = data_dir / "serve.log"
-        port = self.url.rsplit(":", 1)[1]
-        with self.log.open("wb") as log:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "sdr_model.cli", "serve", "--host", "127.0.0.1", "--port", port],
-                env=env,
-                cwd=REPO,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-        deadline = time.monotonic() + 180
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError("sdr serve exited:\n" + self.log.read_text()[-3000:])
-            try:
-                if httpx.get(f"{self.url}/readyz", timeout=2).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.5)
-        self.stop()
-        raise RuntimeError("sdr serve not ready in 180 s:\n" + self.log.read_text()[-3000:])
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(30)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
 
 
 def _images(folder: Path, count: int) -> list[Path]:
@@ -235,7 +179,7 @@ def _cpu_seconds(proc: psutil.Process) -> float:
     return float(times.user + times.system)
 
 
-def _service_cpu(server: _Server) -> dict[str, float]:
+def _service_cpu(server: Server) -> dict[str, float]:
     """CPU seconds so far of each role in the service's process tree (children that exited are not counted)."""
     api = psutil.Process(server.proc.pid)
     roles = dict.fromkeys(SERVICE_ROLES, 0.0)
@@ -268,7 +212,7 @@ def bench(quick: bool) -> Section:
     ):
         files = _images(Path(tmp), images)
         batched, single = _bodies(files, BATCHED), _bodies(files[: images // 8], 1)
-        server = _Server(Path(tmp) / "data", cores)
+        server = Server(Path(tmp) / "data", cores)
         try:
             with httpx.Client(timeout=300) as client:
                 reference = _embed(subnet, files, preprocessing)
