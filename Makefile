@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup system-deps run test test-fast bench lint evidence ablations ablation-random ablation-w0 ablation-l2 investigate-aligned investigate-mix investigate-aligned-mix clean
+.PHONY: setup system-deps run test test-fast bench gpu-wheels lint evidence ablations ablation-random ablation-w0 ablation-l2 investigate-aligned investigate-mix investigate-aligned-mix clean
 
 setup: $(STAMP) system-deps
 
@@ -44,6 +44,13 @@ test-fast: setup
 # runs one section and prints it. PASSIVE: spinning OpenMP threads on shared cores cost up to 20x.
 bench: setup
 	OMP_WAIT_POLICY=PASSIVE $(BIN)/python -m benchmarks $(if $(ONLY),--only $(ONLY))
+
+# Wheels for this workplace's GPU machine, whose python3 (3.12) has torch but no faiss and no package
+# index: carry .whl/ there and run the command benchmarks/gpu_route.py prints (docs/BENCHMARKS.md).
+gpu-wheels:
+	mkdir -p .whl
+	$(PYTHON) -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+	  --platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 -d .whl "faiss-cpu==1.15.1"
 
 evidence: setup
 	$(BIN)/python -m docs.evidence.run

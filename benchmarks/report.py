@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-__all__ = ["Goal", "Section", "Table", "machine_description", "render"]
+__all__ = ["Goal", "Section", "Table", "commit", "machine_description", "render"]
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -78,13 +78,21 @@ def _cpu_model() -> str:
     return platform.processor() or "unknown CPU"
 
 
-def _commit() -> str:
+def commit() -> str:
+    """The short commit the figures come from, marked when the tree has uncommitted changes.
+
+    `BENCH_COMMIT` overrides it, for a copy of the tree without its git history (a GPU machine).
+    """
+    if os.environ.get("BENCH_COMMIT"):
+        return os.environ["BENCH_COMMIT"]
     try:
         out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True)
         dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO, capture_output=True)
-        return out.stdout.strip() + (" (with uncommitted changes)" if dirty.stdout.strip() else "")
     except OSError:
         return "unknown"
+    if out.returncode != 0:
+        return "unknown"
+    return out.stdout.strip() + (" (with uncommitted changes)" if dirty.stdout.strip() else "")
 
 
 def machine_description() -> str:
@@ -97,7 +105,7 @@ def machine_description() -> str:
     return (
         f"{os.cpu_count()} CPU cores ({_cpu_model()}), GPU: {gpu}; Python {platform.python_version()}, "
         f"torch {torch.__version__} ({torch.get_num_threads()} threads), faiss {faiss.__version__}; "
-        f"commit {_commit()}; load average at start {load}"
+        f"commit {commit()}; load average at start {load}"
     )
 
 

@@ -1,11 +1,17 @@
-"""The benchmark page machinery, and the quick scoring section end to end (faiss agrees with torch)."""
+"""The benchmark page machinery, the quick scoring section end to end (faiss agrees with torch), the GPU record."""
 
 from __future__ import annotations
 
-import pytest
+import json
+from pathlib import Path
 
-from benchmarks import scoring
+import numpy as np
+import pytest
+import torch
+
+from benchmarks import gpu_route, scoring
 from benchmarks.report import Goal, Section, Table, render
+from sdr_model.routing.knn import l2_normalize, nearest
 
 
 def test_table_refuses_a_row_of_the_wrong_width() -> None:
@@ -33,3 +39,45 @@ def test_quick_scoring_section_finds_the_same_neighbours_with_faiss_and_torch() 
     assert all(row[-1] == "100.0%" for row in speed.rows), speed.rows
     shares = {row[0]: float(row[-1].rstrip("%")) for row in share.rows}
     assert shares["sdr_resnet50"] < shares["sdr_tiny"]  # a heavier walk makes scoring's share smaller
+
+
+def test_torch_stand_in_for_faiss_gpu_finds_faiss_neighbours() -> None:
+    """`gpu_route.torch_nearest` (timed on a GPU without faiss-gpu) must be the same exact search; checked on CPU."""
+    rng = np.random.default_rng(0)
+    features = l2_normalize(rng.standard_normal((300, 32)).astype(np.float32))
+    bank, queries = features[:240], features[240:]
+    for q, exclude_self in ((bank, True), (queries, False)):
+        _, expected = nearest(bank, q, 20, exclude_self=exclude_self)
+        found = gpu_route.torch_nearest(torch.from_numpy(bank), torch.from_numpy(q), 20, exclude_self).numpy()
+        assert [set(row) for row in found] == [set(row) for row in expected]
+
+
+def test_gpu_section_shows_the_recorded_figures_on_a_machine_without_a_gpu(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The record is what a GPU run writes (the GPU itself cannot run here); without one, nothing is claimed."""
+    monkeypatch.setattr(gpu_route.torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(gpu_route, "RECORD", tmp_path / "records" / "gpu_route.json")
+    assert gpu_route.bench(quick=True).goals[0].met is None
+
+    record = {
+        "card": "NVIDIA H200",
+        "date": "2026-12-01",
+        "commit": "abc1234",
+        "torch": "2.11.0",
+        "images": 1024,
+        "rate_one_by_one": 52_000.0,
+        "rate_grouped": 61_000.0,
+        "food_walk_s": 420.0,
+        "knn_per_path_s": 700.0,
+        "knn_on_gpu": False,
+        "gpu_knn_per_path_s": 0.6,
+        "food_route_s": 420.0 + 257 * 0.6,
+    }
+    gpu_route.RECORD.parent.mkdir()
+    gpu_route.RECORD.write_text(json.dumps(record))
+    section = gpu_route.bench(quick=True)
+    assert section.goals[0].met is True and "(recorded)" in section.goals[0].text
+    (row,) = section.tables[0].rows
+    assert row[0] == "NVIDIA H200" and row[-1] == "9.6 min" and "stand-in" in row[4]
+    assert "abc1234" in section.markdown() and "2026-12-01" in section.markdown()
