@@ -9,7 +9,7 @@ route is walk + 257 x scoring; decoding (threaded, `decode_images`) is left out.
 
 Without faiss-gpu, faiss's kNN runs on the CPU (timed at a tenth of the size and scaled by the N^2
 it costs), and the same exact search is also timed on the GPU as a matrix product and a top-k in
-torch (`torch_nearest`): the work faiss-gpu's exact index does, standing in for it where it cannot
+torch (`benchmarks.scoring.torch_nearest`): the work faiss-gpu's exact index does, standing in for it where it cannot
 be installed (this workplace's GPU machine: the faiss-gpu wheel needs CUDA 12 libraries and is
 135 MB, over what a call carries). The goal is judged with the GPU kNN, faiss-gpu's or the stand-in.
 
@@ -31,6 +31,7 @@ import numpy as np
 import torch
 
 from benchmarks.report import REPO, Goal, Section, Table, commit
+from benchmarks.scoring import torch_nearest
 from sdr_model import all_paths, create_model, default_preprocessing
 from sdr_model.routing import prefix_tree_features
 from sdr_model.routing.knn import l2_normalize, nearest
@@ -145,22 +146,6 @@ def bench(quick: bool) -> Section:
     section.tables.append(_table(record))
     section.goals.append(Goal(GOAL, record["food_route_s"] / 60 < GOAL_MINUTES))
     return section
-
-
-def torch_nearest(bank: torch.Tensor, queries: torch.Tensor, k: int, exclude_self: bool) -> torch.Tensor:
-    """Indices `[Q, k]` of the k most similar bank rows (unit vectors): matrix product and top-k, in chunks.
-
-    With `exclude_self`, `queries` is the bank and query i never gets row i. faiss-gpu's stand-in here.
-    """
-    chunk = 4096
-    found = []
-    for start in range(0, len(queries), chunk):
-        sims = queries[start : start + chunk] @ bank.T  # [q, N]
-        if exclude_self:
-            rows = torch.arange(len(sims), device=sims.device)
-            sims[rows, rows + start] = -torch.inf
-        found.append(torch.topk(sims, k, dim=1).indices)
-    return torch.cat(found)
 
 
 def _table(record: dict[str, Any]) -> Table:

@@ -35,11 +35,21 @@ TRAIN, TEST = 1600, 400
 FAISS_DEFAULT_BLAS_THRESHOLD = faiss.cvar.distance_compute_blas_threshold  # read at import, outside scoring_kernels
 
 
-def _torch_nearest(bank: torch.Tensor, queries: torch.Tensor, k: int, exclude_self: bool) -> torch.Tensor:
-    sims = queries @ bank.T  # [Q, N]
-    if exclude_self:
-        sims.fill_diagonal_(-float("inf"))
-    return torch.topk(sims, k, dim=1).indices
+def torch_nearest(bank: torch.Tensor, queries: torch.Tensor, k: int, exclude_self: bool) -> torch.Tensor:
+    """Indices `[Q, k]` of the k most similar bank rows (unit vectors): matrix product and top-k, in chunks.
+
+    With `exclude_self`, `queries` is the bank and query i never gets row i. The torch side of the
+    comparison here, and faiss-gpu's stand-in in `benchmarks.gpu_route` (chunked for Food-101's size).
+    """
+    chunk = 4096
+    found = []
+    for start in range(0, len(queries), chunk):
+        sims = queries[start : start + chunk] @ bank.T  # [q, N]
+        if exclude_self:
+            rows = torch.arange(len(sims), device=sims.device)
+            sims[rows, rows + start] = -torch.inf
+        found.append(torch.topk(sims, k, dim=1).indices)
+    return torch.cat(found)
 
 
 def _faiss(features: np.ndarray) -> np.ndarray:
@@ -50,8 +60,8 @@ def _faiss(features: np.ndarray) -> np.ndarray:
 
 def _torch(features: np.ndarray) -> np.ndarray:
     bank = torch.from_numpy(features[:TRAIN])
-    _torch_nearest(bank, bank, K, exclude_self=True)
-    return _torch_nearest(bank, torch.from_numpy(features[TRAIN:]), K, exclude_self=False).numpy()
+    torch_nearest(bank, bank, K, exclude_self=True)
+    return torch_nearest(bank, torch.from_numpy(features[TRAIN:]), K, exclude_self=False).numpy()
 
 
 def _products(features: np.ndarray) -> None:

@@ -42,13 +42,13 @@ def test_quick_scoring_section_finds_the_same_neighbours_with_faiss_and_torch() 
 
 
 def test_torch_stand_in_for_faiss_gpu_finds_faiss_neighbours() -> None:
-    """`gpu_route.torch_nearest` (timed on a GPU without faiss-gpu) must be the same exact search; checked on CPU."""
+    """`scoring.torch_nearest` (gpu_route times it on a GPU without faiss-gpu) is faiss's exact search; on CPU."""
     rng = np.random.default_rng(0)
     features = l2_normalize(rng.standard_normal((300, 32)).astype(np.float32))
     bank, queries = features[:240], features[240:]
     for q, exclude_self in ((bank, True), (queries, False)):
         _, expected = nearest(bank, q, 20, exclude_self=exclude_self)
-        found = gpu_route.torch_nearest(torch.from_numpy(bank), torch.from_numpy(q), 20, exclude_self).numpy()
+        found = scoring.torch_nearest(torch.from_numpy(bank), torch.from_numpy(q), 20, exclude_self).numpy()
         assert [set(row) for row in found] == [set(row) for row in expected]
 
 
