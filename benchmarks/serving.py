@@ -28,8 +28,10 @@ child, and the other loaded the checkpoint inside the first timed round).
 one forward batch of the worker, so the endpoint runs the same forward passes as the baseline; a
 single client waits for each answer before it sends the next request, so its rate is bound by
 latency. "Requests in flight" keeps `CLIENTS` batched requests open at once, as a server's clients
-do: that is the throughput the goal is about. "One per request" sends images singly: the
-overhead a client pays for not batching.
+do: that is the throughput the goal is about. "One per request" sends images singly: one client
+waiting for each answer (no batching can help it), and `SINGLE_CLIENTS` requests in flight, with
+and without request batching (`service.feature_batcher`): a second `sdr serve` runs with
+`SDR_FEATURE_TASKS_IN_FLIGHT=0`, one worker task per request.
 
 Where the CPU goes: while the requests-in-flight client runs, the CPU time of each process of the
 service (API, Redis, the worker's main process, its children) is read with `psutil`, per image:
@@ -65,11 +67,14 @@ from sdr_model.datasets.images import decode_images, normalize
 PATH = "0123"
 BATCHED = FEATURE_BATCH  # images per request in the batched client (SDR_MAX_FEATURE_FILES, also 64)
 CLIENTS = 4  # requests in flight for the concurrent client
+SINGLE_CLIENTS = 16  # single-image requests in flight (SDR_MAX_INFLIGHT_REQUESTS, the API's default bound)
 LOCAL_ONE = "local, one forward at a time"
 LOCAL_THREADS = "local, one thread per core"
 LOCAL_PROCESSES = "local, one process per core"
 LOCAL = (LOCAL_ONE, LOCAL_THREADS, LOCAL_PROCESSES)
 CONCURRENT = f"endpoint, batched, {CLIENTS} requests in flight"
+SINGLES_BATCHED = f"endpoint, one per request, {SINGLE_CLIENTS} in flight, request batching"
+SINGLES_ALONE = f"endpoint, one per request, {SINGLE_CLIENTS} in flight, one task each"
 GOAL = 0.8  # issue 9: the endpoint keeps at least 80% of the same model's throughput without the service
 WORKER_CHILDREN = "worker children (decode + forward)"
 SERVICE_ROLES = ("API (uvicorn)", "Redis", "worker, main process", WORKER_CHILDREN)
@@ -196,6 +201,12 @@ def _service_cpu(server: Server) -> dict[str, float]:
     return roles
 
 
+def _feature_tasks(client: httpx.Client, url: str) -> tuple[float, float]:
+    """Worker tasks and the features requests they answered so far, from the API's `/metrics`."""
+    values = dict(line.rsplit(" ", 1) for line in client.get(f"{url}/metrics").text.splitlines() if " " in line)
+    return float(values["sdr_feature_task_requests_count"]), float(values["sdr_feature_task_requests_sum"])
+
+
 def bench(quick: bool) -> Section:
     images, rounds = (128, 2) if quick else (1024, 6)
     cores = torch.get_num_threads()
@@ -213,11 +224,13 @@ def bench(quick: bool) -> Section:
         files = _images(Path(tmp), images)
         batched, single = _bodies(files, BATCHED), _bodies(files[: images // 8], 1)
         server = Server(Path(tmp) / "data", cores)
+        unbatched = Server(Path(tmp) / "data-unbatched", cores, feature_tasks_in_flight="0")
         try:
             with httpx.Client(timeout=300) as client:
                 reference = _embed(subnet, files, preprocessing)
                 _local_processes(pool, files)  # warm-up: every pool process loads the model
-                _concurrent(client, server.url, batched, CLIENTS)  # warm-up: every worker child loads the sub-net
+                for url in (server.url, unbatched.url):  # warm-up: every worker child loads the sub-net
+                    _concurrent(client, url, batched, CLIENTS)
 
                 def own_cpu(run: Callable[[], np.ndarray]) -> Callable[[], tuple[np.ndarray, float]]:
                     def timed() -> tuple[np.ndarray, float]:
@@ -233,7 +246,10 @@ def bench(quick: bool) -> Section:
                     CONCURRENT: own_cpu(lambda: _concurrent(client, server.url, batched, CLIENTS)),
                     "endpoint, batched, one client": own_cpu(lambda: _endpoint(client, server.url, batched)),
                     "endpoint, one per request, one client": own_cpu(lambda: _endpoint(client, server.url, single)),
+                    SINGLES_BATCHED: own_cpu(lambda: _concurrent(client, server.url, single, SINGLE_CLIENTS)),
+                    SINGLES_ALONE: own_cpu(lambda: _concurrent(client, unbatched.url, single, SINGLE_CLIENTS)),
                 }
+                tasks = requests = 0.0  # of the request-batching client, summed over its runs
                 seconds: dict[str, list[float]] = {name: [] for name in clients}
                 cpu: dict[str, list[float]] = {name: [] for name in clients}
                 diffs: dict[str, float] = dict.fromkeys(clients, 0.0)
@@ -241,8 +257,12 @@ def bench(quick: bool) -> Section:
                 for _ in range(rounds):
                     for name, run in clients.items():
                         before = _service_cpu(server) if name == CONCURRENT else None
+                        tasks_before = _feature_tasks(client, server.url) if name == SINGLES_BATCHED else None
                         start = time.perf_counter()
                         out, spent = run()
+                        if tasks_before is not None:
+                            after = _feature_tasks(client, server.url)
+                            tasks, requests = tasks + after[0] - tasks_before[0], requests + after[1] - tasks_before[1]
                         seconds[name].append((time.perf_counter() - start) / len(out))
                         cpu[name].append(spent / len(out))
                         diffs[name] = max(diffs[name], float(np.abs(out - reference[: len(out)]).max()))
@@ -258,6 +278,7 @@ def bench(quick: bool) -> Section:
                         bucket.append(time.perf_counter() - start)
         finally:
             server.stop()
+            unbatched.stop()
     rate = {name: 1 / statistics.median(s) for name, s in seconds.items()}
     # Each round's ratio against the baseline of the same round, then the median: the baseline
     # drifts by up to 20% between runs on a shared machine, and a ratio of two medians would carry it.
@@ -286,7 +307,8 @@ def bench(quick: bool) -> Section:
         "Serving: features endpoint vs the same model run locally, weights cold vs cached",
         __name__,
         f"sdr_tiny sub-net {PATH}, {images} 28-px PNGs per round, {rounds} rounds, clients and local runs "
-        f"alternating; `sdr serve` on loopback, {cores} worker processes of one torch thread.",
+        f"alternating; `sdr serve` on loopback, {cores} worker processes of one torch thread (a second one "
+        "without request batching for the row that says so).",
         tables=[throughput, where, weights],
         notes=[
             '"vs the fastest local run" is the median over rounds of each round\'s ratio to the fastest of the '
@@ -297,6 +319,12 @@ def bench(quick: bool) -> Section:
             f"The second table is the serving overhead process by process: CPU time per image while the "
             f"{CLIENTS}-in-flight client ran (all rounds), against the worker children's own decode + "
             "forward. The overhead comes out of the forward passes' time on these cores.",
+            f"Request batching: with {SINGLE_CLIENTS} single-image requests in flight, one worker task "
+            f"answered {requests / tasks:.1f} requests on average (one task per sub-net in flight, "
+            "`SDR_FEATURE_TASKS_IN_FLIGHT=1`, the default); the requests arriving while it ran went together in "
+            f"the next. That is {rate[SINGLES_BATCHED] / rate[SINGLES_ALONE]:.1f}x the images/s of one task per "
+            "request. Still far below batched requests: every request keeps its own HTTP parse, answer and share "
+            "of the API's CPU, on the same two cores.",
         ],
         goals=[
             Goal(

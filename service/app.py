@@ -7,6 +7,7 @@ Run it with `sdr serve` (embedded Redis + worker) or any ASGI server:
 from __future__ import annotations
 
 import logging
+from functools import partial
 
 import redis
 from fastapi import FastAPI, Request, status
@@ -17,6 +18,7 @@ from service.celery_app import create_celery
 from service.checkpoint_info import CheckpointWatcher
 from service.datasets_store import DatasetStore, sweep_staging
 from service.deps import InflightLimiter, ServiceState
+from service.feature_batcher import FeatureBatcher
 from service.jobs import JobStore
 from service.limits import BodyLimitMiddleware, endpoint_limits
 from service.metrics import MetricsMiddleware, ServiceMetrics
@@ -48,10 +50,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     sweep_staging(settings.data_dir / "tmp")
     client = connect(settings)
     jobs = JobStore(client, settings.data_dir)
+    celery = create_celery(settings)
+    metrics = ServiceMetrics(client, jobs)
     state = ServiceState(
         settings=settings,
         redis=client,
-        celery=create_celery(settings),
+        celery=celery,
         jobs=jobs,
         datasets=DatasetStore(
             settings.data_dir,
@@ -62,8 +66,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             ),
         ),
         checkpoint=CheckpointWatcher(settings.checkpoint_path),
-        metrics=ServiceMetrics(client, jobs),
+        metrics=metrics,
         inflight=InflightLimiter(settings.max_inflight_requests),
+        features=FeatureBatcher(
+            partial(subnets.embed_batch, settings, celery, client),
+            tasks_in_flight=settings.feature_tasks_in_flight,
+            max_images=settings.max_feature_files,
+            wait_timeout=settings.wait_timeout,
+            on_task=lambda requests, _: metrics.feature_tasks.observe(requests),
+        ),
     )
     app = FastAPI(
         title="SDR Router",

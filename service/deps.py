@@ -20,6 +20,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from service.checkpoint_info import CheckpointInfo, CheckpointUnavailable, CheckpointWatcher
 from service.datasets_store import DatasetStore
+from service.feature_batcher import FeatureBatcher
 from service.jobs import JobStore
 from service.metrics import ServiceMetrics
 from service.settings import Settings
@@ -74,6 +75,7 @@ class ServiceState:
     checkpoint: CheckpointWatcher
     metrics: ServiceMetrics
     inflight: InflightLimiter
+    features: FeatureBatcher  # request batching of the features endpoint
 
 
 def _state(request: Request) -> ServiceState:

@@ -85,6 +85,12 @@ class ServiceMetrics:
             registry=self.registry,
             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120),
         )
+        self.feature_tasks = Histogram(
+            "sdr_feature_task_requests",
+            "Features requests answered by one worker task (request batching: above 1 under load).",
+            registry=self.registry,
+            buckets=(1, 2, 4, 8, 16, 32, 64),
+        )
         self.registry.register(_RedisCollector(client, store))
 
 

@@ -89,6 +89,17 @@ class Settings(BaseSettings):
         default="auto", description="Where workers run the model: auto (cuda if available), cpu, cuda, cuda:1, ..."
     )
     feature_batch_size: int = Field(default=64, ge=1, description="Images per forward pass in the features task.")
+    # Request batching (`service.feature_batcher`): one task in flight per sub-net gathered 6 single-image
+    # requests per task with 16 in flight on 2 cores, 2.2x the images/s of one task per request.
+    feature_tasks_in_flight: int = Field(
+        default=1,
+        ge=0,
+        description=(
+            "Features tasks one API process runs at once per sub-net; requests that arrive meanwhile go to a "
+            "worker together, as one task of up to SDR_MAX_FEATURE_FILES images (request batching). 0: one "
+            "task per request."
+        ),
+    )
 
     # --- limits ------------------------------------------------------------------------------
     max_upload_bytes: int = Field(default=512 * 2**20, ge=1, description="Largest dataset archive accepted.")

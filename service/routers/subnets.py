@@ -3,36 +3,40 @@
 Weights and features need torch, which the API never imports: they are Celery tasks on the
 `sdr.interactive` queue (`service.tasks`) that the request waits for (`service.replies`). Both
 exchange files through the data dir, which API and workers share: the extracted weights are
-cached there once per checkpoint digest and path, and feature requests pass their images and
-embeddings through a temporary folder that is removed when the request ends: the images as one
-file (their bytes back to back, the sizes in the task message): creating and removing one file
-per image cost the API 14 ms of CPU for 64 images, against 0.3 ms for one file, more than the rest
-of its work for the request (its CPU per image is in `docs/BENCHMARKS.md`, serving).
+cached there once per checkpoint digest and path. Concurrent features requests for one sub-net
+share a task (`service.feature_batcher`); a task passes its images and embeddings through a
+temporary folder that is removed when it ends: the images as one file (their bytes back to back,
+the sizes in the task message): creating and removing one file per image cost the API 14 ms of CPU
+for 64 images, against 0.3 ms for one file, more than the rest of its work for the request (its
+CPU per image is in `docs/BENCHMARKS.md`, serving).
 """
 
 from __future__ import annotations
 
 import hashlib
+import io
 import shutil
 import threading
 from pathlib import Path as FsPath
 from typing import Annotated, Any
 
 import numpy as np
+import redis
+from celery import Celery
 from fastapi import APIRouter, Depends, File, Header, HTTPException, Path, Request, Response, UploadFile, status
-from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, JSONResponse
 
 from sdr_model.paths import PathError, parse_path, path_to_id
 from service.celery_app import TASK_EXTRACT_SUBNET, TASK_FEATURES
 from service.checkpoint_info import CheckpointInfo
 from service.datasets_store import staging_dir
-from service.deps import CheckpointDep, ServiceState, StateDep, require_api_key
+from service.deps import CheckpointDep, StateDep, require_api_key
+from service.feature_batcher import BatchKey, UnreadableImages
 from service.replies import WorkerBusy, call_worker
 from service.schemas import BUSY, NOT_READY, UNAUTHORIZED, ErrorBody, FeaturesResponse, SubnetInfo, SubnetList
 from service.settings import Settings
 
-__all__ = ["build_router", "weights_file"]
+__all__ = ["build_router", "embed_batch", "weights_file"]
 
 NPY_MEDIA_TYPE = "application/x-npy"
 SubnetPath = Annotated[str, Path(description="4 digits 0-3, stage 1 first, or an id 0-255.", examples=["0312"])]
@@ -64,10 +68,12 @@ def _info(path: str, ckpt: CheckpointInfo) -> SubnetInfo:
     )
 
 
-def _ask_worker(state: ServiceState, task: str, kwargs: dict[str, Any]) -> dict[str, Any]:
-    """`call_worker` with the service's wait timeout; no answer in time is a 503 with `Retry-After`."""
+def _ask_worker(
+    celery: Celery, client: redis.Redis, timeout: float, task: str, kwargs: dict[str, Any]
+) -> dict[str, Any]:
+    """`call_worker`; no answer within `timeout` seconds is a 503 with `Retry-After`."""
     try:
-        return call_worker(state.celery, state.redis, task, kwargs, state.settings.wait_timeout)
+        return call_worker(celery, client, task, kwargs, timeout)
     except WorkerBusy as exc:
         raise HTTPException(
             status.HTTP_503_SERVICE_UNAVAILABLE, detail=str(exc), headers={"Retry-After": "10"}
@@ -172,7 +178,9 @@ def build_router(settings: Settings) -> APIRouter:
         if not file.is_file():
             with state.inflight.slot():
                 reply = _ask_worker(
-                    state,
+                    state.celery,
+                    state.redis,
+                    state.settings.wait_timeout,
                     TASK_EXTRACT_SUBNET,
                     {"path": path, "checkpoint_sha256": ckpt.sha256, "output": str(file)},
                 )
@@ -231,53 +239,46 @@ def build_router(settings: Settings) -> APIRouter:
                     status.HTTP_413_CONTENT_TOO_LARGE,
                     detail=f"image {name!r} is {f.size} bytes; the limit is {max_file_bytes}",
                 )
-        with state.inflight.slot(), staging_dir(state.settings.data_dir / "tmp", "features-") as work:
-            return await _embed(state, ckpt, path, names, files, work, request.headers.get("accept", ""))
+        with state.inflight.slot():
+            embeddings = await state.features.embed((path, ckpt.sha256), files, names)
+        if NPY_MEDIA_TYPE in request.headers.get("accept", ""):
+            npy = io.BytesIO()
+            np.save(npy, embeddings)
+            return Response(
+                npy.getvalue(),
+                media_type=NPY_MEDIA_TYPE,
+                headers={"X-SDR-Path": path, "X-SDR-Files": str(len(names))},
+            )
+        body = FeaturesResponse(path=path, dim=int(embeddings.shape[1]), files=names, embeddings=embeddings.tolist())
+        return JSONResponse(body.model_dump())
 
     return router
 
 
-async def _embed(
-    state: ServiceState,
-    ckpt: CheckpointInfo,
-    path: str,
-    names: list[str],
-    files: list[UploadFile],
-    work: FsPath,
-    accept: str,
-) -> Response:
-    """Stage the uploads in `work` (shared data dir), let a worker embed them, answer JSON or .npy."""
-    inputs = work / "images.bin"
-    sizes = await run_in_threadpool(_save_uploads, inputs, files)
-    reply = await run_in_threadpool(
-        _ask_worker,
-        state,
-        TASK_FEATURES,
-        {
+def embed_batch(
+    settings: Settings, celery: Celery, client: redis.Redis, key: BatchKey, files: list[UploadFile]
+) -> np.ndarray:
+    """One features task for a batch of uploads (`FeatureBatcher`'s `EmbedBatch`): their `[N, D]` embeddings.
+
+    The uploads are staged in a request-scoped folder of the shared data dir, removed afterwards.
+    """
+    path, checkpoint_sha256 = key
+    with staging_dir(settings.data_dir / "tmp", "features-") as work:
+        inputs, output = work / "images.bin", work / "embeddings.npy"
+        sizes = _save_uploads(inputs, files)
+        kwargs = {
             "path": path,
-            "checkpoint_sha256": ckpt.sha256,
+            "checkpoint_sha256": checkpoint_sha256,
             "images": str(inputs),
             "sizes": sizes,
-            "output": str(work / "embeddings.npy"),
-        },
-    )
-    if not reply.get("ok"):
-        bad = [names[i] for i in reply.get("unreadable", [])]
-        if bad:
-            raise HTTPException(
-                status.HTTP_400_BAD_REQUEST, detail=f"unreadable image(s): {', '.join(repr(b) for b in bad)}"
-            )
-        raise _worker_error(reply)
-    npy = work / "embeddings.npy"
-    if NPY_MEDIA_TYPE in accept:
-        return Response(
-            npy.read_bytes(),
-            media_type=NPY_MEDIA_TYPE,
-            headers={"X-SDR-Path": path, "X-SDR-Files": str(len(names))},
-        )
-    embeddings = np.load(npy, allow_pickle=False)
-    body = FeaturesResponse(path=path, dim=int(embeddings.shape[1]), files=names, embeddings=embeddings.tolist())
-    return JSONResponse(body.model_dump())
+            "output": str(output),
+        }
+        reply = _ask_worker(celery, client, settings.wait_timeout, TASK_FEATURES, kwargs)
+        if not reply.get("ok"):
+            if reply.get("unreadable"):
+                raise UnreadableImages(reply["unreadable"])
+            raise _worker_error(reply)
+        return np.load(output, allow_pickle=False)
 
 
 def _save_uploads(target: FsPath, files: list[UploadFile]) -> list[int]:
