@@ -29,6 +29,7 @@ from sdr_model.config import Preprocessing
 from sdr_model.datasets import normalize
 from sdr_model.routing.knn import l2_normalize, nearest
 from sdr_model.routing.scoring import scoring_kernels
+from sdr_model.torch_threads import torch_threads
 
 K = 200  # the routing default
 TRAIN, TEST = 1600, 400
@@ -104,39 +105,34 @@ def bench(quick: bool) -> Section:
     per_path: dict[int, float] = {}
     products_per_path: dict[int, float] = {}
     ways = {"faiss": _faiss, "default": _faiss_default, "torch": _torch, "products": _products}
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        with scoring_kernels():
-            for dim in (256, 2048):
-                features = l2_normalize(rng.standard_normal((TRAIN + TEST, dim)).astype(np.float32))
-                for way in ways.values():  # warm-up
-                    way(features)
-                seconds = dict.fromkeys(ways, 0.0)
-                found: dict[str, np.ndarray] = {}
-                for _ in range(repeats):
-                    for name, way in ways.items():
-                        start = time.perf_counter()
-                        out = way(features)
-                        seconds[name] += (time.perf_counter() - start) / repeats
-                        if out is not None:
-                            found[name] = out
-                pairs = zip(found["faiss"], found["torch"], strict=True)
-                same = np.mean([len(np.intersect1d(a, b)) / K for a, b in pairs])
-                per_path[dim] = seconds["faiss"]
-                products_per_path[dim] = seconds["products"]
-                faiss_s, torch_s = seconds["faiss"], seconds["torch"]
-                speed.add(
-                    dim,
-                    f"{1000 * faiss_s:.0f} ms",
-                    f"{1000 * seconds['default']:.0f} ms",
-                    f"{1000 * torch_s:.0f} ms",
-                    f"{1000 * seconds['products']:.0f} ms",
-                    f"{torch_s / faiss_s:.2f}x faster" if faiss_s < torch_s else f"{faiss_s / torch_s:.2f}x slower",
-                    f"{100 * same:.1f}%",
-                )
-    finally:
-        torch.set_num_threads(threads)
+    with torch_threads(1), scoring_kernels():
+        for dim in (256, 2048):
+            features = l2_normalize(rng.standard_normal((TRAIN + TEST, dim)).astype(np.float32))
+            for way in ways.values():  # warm-up
+                way(features)
+            seconds = dict.fromkeys(ways, 0.0)
+            found: dict[str, np.ndarray] = {}
+            for _ in range(repeats):
+                for name, way in ways.items():
+                    start = time.perf_counter()
+                    out = way(features)
+                    seconds[name] += (time.perf_counter() - start) / repeats
+                    if out is not None:
+                        found[name] = out
+            pairs = zip(found["faiss"], found["torch"], strict=True)
+            same = np.mean([len(np.intersect1d(a, b)) / K for a, b in pairs])
+            per_path[dim] = seconds["faiss"]
+            products_per_path[dim] = seconds["products"]
+            faiss_s, torch_s = seconds["faiss"], seconds["torch"]
+            speed.add(
+                dim,
+                f"{1000 * faiss_s:.0f} ms",
+                f"{1000 * seconds['default']:.0f} ms",
+                f"{1000 * torch_s:.0f} ms",
+                f"{1000 * seconds['products']:.0f} ms",
+                f"{torch_s / faiss_s:.2f}x faster" if faiss_s < torch_s else f"{faiss_s / torch_s:.2f}x slower",
+                f"{100 * same:.1f}%",
+            )
     share = Table(["preset", "input", "D", "walk GFLOP (2,000 images)", "scoring GFLOP (257 paths)", "scoring share"])
     for name, size, dim in (("sdr_tiny", 64, 256), ("sdr_resnet50", 224, 2048)):
         walk = _walk_gflop_per_image(name, size) * (TRAIN + TEST)

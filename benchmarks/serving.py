@@ -63,6 +63,7 @@ from benchmarks.server import CHECKPOINT, FEATURE_BATCH, Server
 from sdr_model import extract_subnet, load_checkpoint
 from sdr_model.config import Preprocessing
 from sdr_model.datasets.images import decode_images, normalize
+from sdr_model.torch_threads import torch_threads
 
 PATH = "0123"
 BATCHED = FEATURE_BATCH  # images per request in the batched client (SDR_MAX_FEATURE_FILES, also 64)
@@ -110,14 +111,9 @@ def _local_threads(
     subnet: torch.nn.Module, files: list[Path], preprocessing: Preprocessing, workers: int
 ) -> np.ndarray:
     """`_embed` in `workers` threads of this process, one torch thread each, a batch per task."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        with ThreadPoolExecutor(workers) as pool:
-            parts = _parts(files, FEATURE_BATCH)
-            return np.concatenate(list(pool.map(lambda part: _embed(subnet, part, preprocessing), parts)))
-    finally:
-        torch.set_num_threads(threads)
+    with torch_threads(1), ThreadPoolExecutor(workers) as pool:
+        parts = _parts(files, FEATURE_BATCH)
+        return np.concatenate(list(pool.map(lambda part: _embed(subnet, part, preprocessing), parts)))
 
 
 # One local process's model: loaded once per process by `_load_local` (the pool's initializer).

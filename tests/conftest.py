@@ -7,6 +7,8 @@ from collections.abc import Iterator
 import pytest
 import torch
 
+from sdr_model.torch_threads import torch_threads
+
 torch.set_num_threads(2)
 
 
@@ -18,7 +20,5 @@ def one_thread() -> Iterator[None]:
     threads that spin-wait for each other made them 10-40x slower than on one thread (measured
     here under a load average of 10; a 2-thread prefix walk was 20x slower).
     """
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+    with torch_threads(1):
+        yield

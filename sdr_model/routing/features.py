@@ -19,9 +19,8 @@ the same features, bit for bit (the batches, and so every convolution's shapes, 
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import contextmanager
 
 import numpy as np
 import torch
@@ -30,6 +29,7 @@ from sdr_model.config import Preprocessing
 from sdr_model.datasets.images import normalize
 from sdr_model.paths import parse_path
 from sdr_model.supernet import SDRResNet
+from sdr_model.torch_threads import torch_threads
 
 __all__ = ["BatchCallback", "CancelCheck", "RouteCancelled", "prefix_tree_features"]
 
@@ -148,7 +148,7 @@ def prefix_tree_features(
         if on_batch is not None:
             on_batch(done, total_batches)
 
-    with _torch_threads(1 if workers > 1 else None), ThreadPoolExecutor(workers, thread_name_prefix="walk") as pool:
+    with torch_threads(1 if workers > 1 else None), ThreadPoolExecutor(workers, thread_name_prefix="walk") as pool:
         for batch_index, start in enumerate(range(0, num_images, batch_size)):
             if should_cancel is not None and should_cancel():
                 raise RouteCancelled(f"cancelled after {batch_index} of {total_batches} mini-batches")
@@ -158,17 +158,3 @@ def prefix_tree_features(
         while window:
             finish_oldest()
     return features
-
-
-@contextmanager
-def _torch_threads(threads: int | None) -> Iterator[None]:
-    """torch's intra-op thread count set to `threads` for the duration (None: left alone)."""
-    if threads is None:
-        yield
-        return
-    before = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)

@@ -13,6 +13,7 @@ from sdr_model import load_checkpoint
 from sdr_model.batchnorm import SplitBatchNorm2d
 from sdr_model.cli import main as sdr
 from sdr_model.extract import extract_subnet
+from sdr_model.torch_threads import torch_threads
 from training.config import TrainConfig
 from training.data import eval_transform
 from training.data.image_folder import ImageFolderSource
@@ -26,12 +27,8 @@ def trained_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, TrainCo
     images = make_image_folder(tmp / "images", classes=4, per_class=130, size=28, corrupt=2)
     config = smoke_config(tmp, data={"kind": "image_folder", "root": str(images), "storage_size": 32})
     file = write_config(config, tmp / "recipe.yaml")
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # as the autouse fixture does for function-scoped tests (conftest.py)
-    try:
+    with torch_threads(1):  # as the autouse fixture does for function-scoped tests (conftest.py)
         assert sdr(["train", "all", "--config", str(file)]) == 0
-    finally:
-        torch.set_num_threads(threads)
     return Path(config.run_dir), config
 
 
