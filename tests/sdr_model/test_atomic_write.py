@@ -1,4 +1,5 @@
-"""Atomic writes: the target is the old file or the whole new one, and nothing is left behind on error."""
+"""Atomic writes: the target is the old file or the whole new one, and nothing is left behind on error;
+folders published by one rename are flushed whole first."""
 
 from __future__ import annotations
 
@@ -6,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from sdr_model.atomic_write import atomic_path, write_text_atomic
+from sdr_model import atomic_write
+from sdr_model.atomic_write import atomic_path, sync_tree, write_text_atomic
 
 
 def test_write_replaces_the_file_and_leaves_no_temporary(tmp_path: Path) -> None:
@@ -35,3 +37,20 @@ def test_the_temporary_name_is_unique_per_write(tmp_path: Path) -> None:
         first.write_text("a")
         second.write_text("b")
     assert target.read_text() == "a"  # the outer block finishes last
+
+
+def test_sync_tree_flushes_every_file_and_each_folder_after_its_entries(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = tmp_path / "staged"
+    for name in ("data/train/a/1.png", "data/train/a/2.png", "data/test/b/3.png", "dataset.json"):
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_bytes(b"x")
+    flushed: list[Path] = []
+    real = atomic_write._fsync
+    monkeypatch.setattr(atomic_write, "_fsync", lambda path, flags: (flushed.append(Path(path)), real(path, flags)))
+    sync_tree(root)
+    everything = {root, *root.rglob("*")}
+    assert sorted(flushed) == sorted(everything)  # each once, none missed
+    for path in everything - {root}:
+        assert flushed.index(path) < flushed.index(path.parent)  # an entry is on disk before its folder
