@@ -1,7 +1,7 @@
 """`python -m benchmarks` (`make bench`): run every benchmark and rewrite docs/BENCHMARKS.md.
 
     python -m benchmarks                       # all sections, writes docs/BENCHMARKS.md
-    python -m benchmarks --only scoring serving  # those sections, printed, the page left alone
+    python -m benchmarks --only scoring serving  # those sections, printed, the page and plots left alone
     python -m benchmarks --quick               # small sizes: checks the scripts run, figures are rough
 
 Sections run one after another in this process (the route-scaling one starts child processes to
@@ -21,6 +21,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from benchmarks.report import REPO, Section, machine_description, render
+from sdr_model.atomic_write import write_text_atomic
 
 MODULES = ("route_throughput", "route_scaling", "scoring", "train_step", "serving", "service_route", "gpu_route")
 PAGE = REPO / "docs" / "BENCHMARKS.md"
@@ -51,9 +52,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     page = render(sections, machine, command, total, ", ".join(f"{x:.1f}" for x in os.getloadavg()))
     if out is not None:
-        tmp = out.with_name(f".{out.name}.tmp")
-        tmp.write_text(page)
-        tmp.replace(out)
+        for section in sections:
+            for plot in section.plots:
+                print(f"wrote {plot.save(out.parent)}")
+        write_text_atomic(out, page)
         print(f"wrote {out} ({total / 60:.1f} min)")
     return 0
 

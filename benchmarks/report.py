@@ -2,7 +2,8 @@
 
 Each benchmark module has `bench(quick: bool) -> Section`. A section holds tables of measured
 figures, each figure beside the baseline measured in the same run (so a busy machine shifts both
-alike and the ratio stays honest), the goal it is held to, and whether this run met it.
+alike and the ratio stays honest), the goal it is held to, and whether this run met it, and the
+plots of what is easier seen than read (`Plot`), which the page run writes beside the page.
 """
 
 from __future__ import annotations
@@ -13,8 +14,14 @@ import subprocess
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-__all__ = ["Goal", "Section", "Table", "commit", "machine_description", "render"]
+from sdr_model.atomic_write import atomic_path
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+__all__ = ["Goal", "Plot", "Section", "Table", "commit", "machine_description", "new_figure", "render"]
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -45,6 +52,40 @@ class Goal:
         return f"- Goal: {self.text}: {mark}"
 
 
+def new_figure(width: float = 6.4, height: float = 3.6) -> Figure:
+    """A matplotlib figure for files only (Agg: no display on a benchmark machine)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib.figure import Figure
+
+    return Figure(figsize=(width, height), dpi=120, layout="constrained")
+
+
+@dataclass
+class Plot:
+    """A section's picture: `figures/bench_<name>.png` beside the page, linked from the section."""
+
+    name: str
+    caption: str
+    figure: Figure
+
+    @property
+    def file(self) -> str:
+        """Its path relative to the page."""
+        return f"figures/bench_{self.name}.png"
+
+    def markdown(self) -> str:
+        return f"![{self.caption}]({self.file})"
+
+    def save(self, page_dir: Path) -> Path:
+        """Write the PNG under `page_dir` (atomically, like the page); returns its path."""
+        target = page_dir / self.file
+        with atomic_path(target) as tmp:
+            self.figure.savefig(tmp, format="png")
+        return target
+
+
 @dataclass
 class Section:
     title: str
@@ -53,6 +94,7 @@ class Section:
     tables: list[Table] = field(default_factory=list)
     goals: list[Goal] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    plots: list[Plot] = field(default_factory=list)
     seconds: float = 0.0  # filled in by the runner
 
     def markdown(self) -> str:
@@ -62,6 +104,7 @@ class Section:
             f"`{self.module}` ({self.seconds:.0f} s in this run; alone: `make bench ONLY={short}`). {self.about}",
         ]
         parts += [t.markdown() for t in self.tables]
+        parts += [p.markdown() for p in self.plots]
         if self.goals:
             parts.append("\n".join(g.markdown() for g in self.goals))
         parts += self.notes

@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from benchmarks.report import REPO, Goal, Section, Table
+from benchmarks.report import REPO, Goal, Plot, Section, Table, new_figure
 
 FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
 CHECKPOINT = REPO / "checkpoints" / "sdr_tiny_fmnist.safetensors"
@@ -92,6 +92,38 @@ def _run_child(dataset: Path, screen: bool = False, num_shards: int | None = Non
     return dict(json.loads(out.stdout.strip().splitlines()[-1]))
 
 
+def _plot(runs: dict[tuple[int, int | None, bool], dict[str, Any]]) -> Plot:
+    """Left: each full route's wall time split into decode, features, scoring; right: its peak RSS."""
+    full = [(n, shards, r) for (n, shards, screen), r in runs.items() if not screen]
+    labels = [f"{n} images" + (f", {shards} shards" if shards else "") for n, shards, _ in full]
+    fig = new_figure(9.0, 3.4)
+    split, memory = fig.subplots(1, 2, width_ratios=(2, 1))
+    left = np.zeros(len(full))
+    for part, color in (("decode", "#8C8C8C"), ("features", "#4C72B0"), ("scoring", "#C44E52")):
+        seconds = np.array([r["timings"][f"{part}_seconds"] for _, _, r in full])
+        split.barh(labels, seconds, left=left, color=color, label=part)
+        left += seconds
+    walls = np.array([r["wall"] for _, _, r in full])
+    split.barh(labels, walls - left, left=left, color="#DDDDDD", label="other")
+    for y, (wall, (_, _, r)) in enumerate(zip(walls, full, strict=True)):
+        share = r["timings"]["scoring_seconds"] / wall
+        split.text(wall, y, f" {wall:.1f} s, scoring {share:.0%}", va="center", fontsize=8)
+    split.set_xlim(0, walls.max() * 1.45)
+    split.invert_yaxis()
+    split.set_xlabel("seconds (2 CPU cores)")
+    split.legend(frameon=False, fontsize=8, loc="upper right", ncols=2)
+    one_shard = [(n, r["rss_peak_mib"] - r["rss_base_mib"]) for n, shards, r in full if shards is None]
+    memory.plot(*zip(*one_shard, strict=True), marker="o", color="#4C72B0", label="auto shards (1 here)")
+    for n, shards, r in full:
+        if shards:
+            memory.plot([n], [r["rss_peak_mib"] - r["rss_base_mib"]], "s", color="#DD8452", label=f"{shards} shards")
+    memory.set_xlabel("images")
+    memory.set_ylabel("peak RSS above loaded model (MiB)")
+    memory.set_ylim(bottom=0)
+    memory.legend(frameon=False, fontsize=8)
+    return Plot("route_scaling", "Route time split and peak memory as the dataset grows", fig)
+
+
 def bench(quick: bool) -> Section:
     section = Section(
         "Route: time split, memory as the dataset grows, screening",
@@ -147,6 +179,7 @@ def bench(quick: bool) -> Section:
     ties = sum(entry["tied"] for entry in full["ranking"].values())
     share = full["timings"]["scoring_seconds"] / full["wall"]
     section.tables += [timing, screening]
+    section.plots.append(_plot(runs))
     section.goals.append(
         Goal(f"scoring under {SCORING_GOAL:.0%} of route time ({largest} images)", share < SCORING_GOAL)
     )

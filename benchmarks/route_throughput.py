@@ -27,10 +27,11 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
+import numpy as np
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from benchmarks.report import Goal, Section, Table
+from benchmarks.report import Goal, Plot, Section, Table, new_figure
 from sdr_model import all_paths, create_model, default_preprocessing
 from sdr_model.config import Preprocessing
 from sdr_model.datasets import normalize
@@ -162,6 +163,29 @@ _LAYOUT_RUNS = {
 GOAL = 0.8  # issue 9: the measured speedup reaches 80% of the FLOP bound
 
 
+def _plot(results: dict[str, dict[str, float]]) -> Plot:
+    """Per preset: the measured speedup of the shared walk beside its FLOP bound and its stage-time bound."""
+    fig = new_figure(7.2, 3.2)
+    ax = fig.subplots()
+    bars = (
+        ("measured, wall", lambda r: r["naive_s"] / r["shared_s"], "#4C72B0"),
+        ("measured, CPU", lambda r: r["naive_cpu"] / r["shared_cpu"], "#8FAADC"),
+        ("FLOP bound", lambda r: r["flop_bound"], "#8C8C8C"),
+        ("stage-time bound (CPU)", lambda r: r["time_bound"], "#CCCCCC"),
+    )
+    width = 0.8 / len(bars)
+    for i, (label, value, color) in enumerate(bars):
+        xs = np.arange(len(results)) + (i - (len(bars) - 1) / 2) * width
+        heights = [value(r) for r in results.values()]
+        ax.bar(xs, heights, width, color=color, label=label)
+        for x, h in zip(xs, heights, strict=True):
+            ax.text(x, h, f"{h:.1f}x", ha="center", va="bottom", fontsize=8)
+    ax.set_xticks(np.arange(len(results)), list(results))
+    ax.set_ylabel("speedup over 257 separate passes")
+    ax.legend(frameon=False, fontsize=8)
+    return Plot("route_throughput", "Shared-prefix walk: measured speedup beside its bounds", fig)
+
+
 def bench(quick: bool) -> Section:
     table = Table(
         [
@@ -179,8 +203,9 @@ def bench(quick: bool) -> Section:
         ]
     )
     fractions = {}
+    results = {}
     for name, images, size, batch in _RUNS[quick]:
-        r = compare(name, images, size, batch, channels_last=False)
+        r = results[name] = compare(name, images, size, batch, channels_last=False)
         speedup, cpu_speedup = r["naive_s"] / r["shared_s"], r["naive_cpu"] / r["shared_cpu"]
         fractions[name] = speedup / r["flop_bound"]
         table.add(
@@ -229,6 +254,7 @@ def bench(quick: bool) -> Section:
         "thread each (`workers`, the default), against one mini-batch at a time on all threads; the "
         "features are the same bytes either way.",
         tables=[table, layouts],
+        plots=[_plot(results)],
         goals=[Goal(f"sdr_resnet50 speedup >= {GOAL:.0%} of the FLOP bound", fractions["sdr_resnet50"] >= GOAL)],
         notes=[
             "sdr_tiny beats its FLOP bound: its stem (a 7x7 convolution and max-pool over the largest "

@@ -58,7 +58,7 @@ import psutil
 import torch
 from PIL import Image
 
-from benchmarks.report import Goal, Section, Table
+from benchmarks.report import Goal, Plot, Section, Table, new_figure
 from benchmarks.server import CHECKPOINT, FEATURE_BATCH, Server
 from sdr_model import extract_subnet, load_checkpoint
 from sdr_model.config import Preprocessing
@@ -203,6 +203,24 @@ def _feature_tasks(client: httpx.Client, url: str) -> tuple[float, float]:
     return float(values["sdr_feature_task_requests_count"]), float(values["sdr_feature_task_requests_sum"])
 
 
+def _plot(rate: dict[str, float], ratio: dict[str, float]) -> Plot:
+    """Images/s of every client, local layouts and endpoint, with the goal's share of the fastest local run."""
+    fig = new_figure(9.0, 3.6)
+    ax = fig.subplots()
+    names = list(rate)
+    colors = ["#8C8C8C" if name in LOCAL else "#4C72B0" for name in names]
+    ax.barh(names, [rate[name] for name in names], color=colors)
+    for y, name in enumerate(names):
+        ax.text(rate[name], y, f" {rate[name]:.0f} ({ratio[name]:.0%})", va="center", fontsize=8)
+    fastest_local = max(rate[name] for name in LOCAL)
+    ax.axvline(GOAL * fastest_local, color="#C44E52", linestyle="--", linewidth=1, label=f"goal: {GOAL:.0%} of local")
+    ax.set_xlim(0, fastest_local * 1.3)
+    ax.invert_yaxis()
+    ax.set_xlabel("images / s on 2 CPU cores (in brackets: vs the fastest local run)")
+    ax.legend(frameon=False, fontsize=8, loc="lower right")
+    return Plot("serving", "Features endpoint throughput by client, beside the same sub-net run locally", fig)
+
+
 def bench(quick: bool) -> Section:
     images, rounds = (128, 2) if quick else (1024, 6)
     cores = torch.get_num_threads()
@@ -306,6 +324,7 @@ def bench(quick: bool) -> Section:
         f"alternating; `sdr serve` on loopback, {cores} worker processes of one torch thread (a second one "
         "without request batching for the row that says so).",
         tables=[throughput, where, weights],
+        plots=[_plot(rate, ratio)],
         notes=[
             '"vs the fastest local run" is the median over rounds of each round\'s ratio to the fastest of the '
             "three local layouts in that round (no HTTP, Celery or Redis; `benchmarks/serving.py` says why "

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from benchmarks import gpu_route, scoring
-from benchmarks.report import Goal, Section, Table, render
+from benchmarks import gpu_route, route_scaling, route_throughput, scoring, serving
+from benchmarks.report import Goal, Plot, Section, Table, new_figure, render
 from sdr_model.routing.knn import l2_normalize, nearest
 
 
@@ -29,6 +29,44 @@ def test_page_names_command_machine_and_each_goal_outcome() -> None:
     assert "Command: `make bench`" in page and "Machine: 2 CPU cores" in page
     assert "- Goal: fast: **met**" in page and "- Goal: gpu: not measured here" in page
     assert "`make bench ONLY=demo`" in page
+
+
+def test_a_plot_is_linked_from_its_section_and_saved_beside_the_page(tmp_path: Path) -> None:
+    figure = new_figure()
+    figure.subplots().plot([0, 1], [1, 0])
+    plot = Plot("demo", "A demo plot", figure)
+    section = Section("Demo", "benchmarks.demo", "what is compared", plots=[plot])
+    assert "![A demo plot](figures/bench_demo.png)" in render([section], "m", "make bench", 1.0, "0")
+    file = plot.save(tmp_path)
+    assert file == tmp_path / "figures" / "bench_demo.png"
+    assert file.read_bytes().startswith(b"\x89PNG") and sorted(p.name for p in file.parent.iterdir()) == [file.name]
+
+
+def test_each_sections_plot_draws_from_the_figures_it_reports(tmp_path: Path) -> None:
+    """The plots run only in a full `make bench`: drawn here from figures shaped like a run's."""
+
+    def route(wall: float, shards: int) -> dict[str, object]:
+        timings = {"decode_seconds": 0.1 * wall, "features_seconds": 0.6 * wall, "scoring_seconds": 0.3 * wall}
+        return {"wall": wall, "timings": {**timings, "shards": shards}, "rss_base_mib": 500.0, "rss_peak_mib": 700.0}
+
+    scaling = {(500, None, False): route(8, 1), (1000, None, False): route(14, 1), (1000, 16, False): route(20, 16)}
+    walk = {
+        "naive_s": 50.0,
+        "shared_s": 5.0,
+        "naive_cpu": 80.0,
+        "shared_cpu": 6.0,
+        "flop_bound": 5.8,
+        "time_bound": 14.0,
+    }
+    rates = dict.fromkeys([*serving.LOCAL, serving.CONCURRENT, serving.SINGLES_BATCHED], 100.0)
+    plots = [
+        route_scaling._plot(scaling),
+        route_throughput._plot({"sdr_tiny": walk, "sdr_resnet50": walk}),
+        serving._plot(rates, dict.fromkeys(rates, 1.0)),
+    ]
+    for plot in plots:
+        assert plot.save(tmp_path).stat().st_size > 20_000  # drawn: an empty set of axes is about 10 kB
+    assert len({plot.file for plot in plots}) == len(plots)
 
 
 @pytest.mark.usefixtures("one_thread")
