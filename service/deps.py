@@ -47,8 +47,10 @@ __all__ = [
 class InflightLimiter:
     """Bounds the weights/features requests an API process waits on at once.
 
-    Each one holds a threadpool thread while a worker computes; beyond the bound a client gets a
-    429 with `Retry-After` at once rather than a timeout later (overload is never a 5xx).
+    A weights request holds a threadpool thread while a worker extracts; a features request holds
+    its uploaded images while it waits for a task (queued ones share one thread per task,
+    `service.feature_batcher`). Beyond the bound a client gets a 429 with `Retry-After` at once
+    rather than a timeout later (overload is never a 5xx).
     """
 
     def __init__(self, limit: int) -> None:
