@@ -82,8 +82,11 @@ def _validate_paths(requested: list[str] | None, ckpt: CheckpointInfo) -> list[s
     return sorted(valid)
 
 
-def _validate_manifest(body: RouteRequest, settings: Settings) -> list[dict[str, str]]:
-    """Check an inline manifest the way workers will read it; 400 naming the first bad entry."""
+def _validate_manifest(body: RouteRequest, settings: Settings) -> str:
+    """Check an inline manifest the way workers will read it; 400 naming the first bad entry.
+
+    Returns the manifest as the JSONL text that was checked, for the job to store as is.
+    """
     assert body.manifest is not None
     if not settings.data_roots:
         raise HTTPException(
@@ -112,13 +115,14 @@ def _validate_manifest(body: RouteRequest, settings: Settings) -> list[dict[str,
     # A staging folder, so a probe left by a killed API is swept at the next start.
     with staging_dir(settings.data_dir / "tmp", "manifest-") as work:
         probe = work / "manifest.jsonl"
-        probe.write_text("".join(json.dumps(e) + "\n" for e in entries))
+        text = "".join(json.dumps(e) + "\n" for e in entries)
+        probe.write_text(text)
         try:
             read_manifest(probe, allowed_roots=settings.data_roots)
         except DatasetError as exc:
             message = str(exc).replace(f"{probe.name} line ", "manifest entry ")
             raise HTTPException(status.HTTP_400_BAD_REQUEST, detail=message) from exc
-    return entries
+    return text
 
 
 def _to_response(record: JobRecord, result: dict[str, object] | None) -> RouteJob:
@@ -169,7 +173,7 @@ async def start_route(
         )
     paths = _validate_paths(body.paths, ckpt)
     options = body.model_dump(exclude={"manifest"})
-    manifest: list[dict[str, str]] | None = None
+    manifest: str | None = None  # an inline manifest as checked, JSONL
     if body.dataset_id is not None:
         if datasets.get(body.dataset_id) is None:
             raise HTTPException(
@@ -178,7 +182,7 @@ async def start_route(
             )
     else:
         manifest = await run_in_threadpool(_validate_manifest, body, settings)
-        options["manifest_entries"] = len(manifest)
+        options["manifest_entries"] = len(body.manifest or ())
     options["paths"] = paths
     options["checkpoint_sha256"] = ckpt.sha256
     shards, prefixes = shard_paths(paths, settings.route_shards, ckpt.config.num_groups, body.screen)
@@ -186,7 +190,7 @@ async def start_route(
     job_id = jobs.new_id()
     if manifest is not None:
         manifest_file = jobs.job_dir(job_id) / "manifest.jsonl"
-        write_text_atomic(manifest_file, "".join(json.dumps(e) + "\n" for e in manifest))
+        write_text_atomic(manifest_file, manifest)
         options["manifest_file"] = str(manifest_file)
     try:
         jobs.create(job_id, options, shards, prefixes)
