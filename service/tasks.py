@@ -151,9 +151,28 @@ def _hostname(task: Any) -> str:
 # --- weights and features (request-bound, `sdr.interactive` queue) -----------------------------
 
 
+class _RequestTask(Task):
+    """Answers the waiting API when a request-bound task fails before its own error handling.
+
+    Each task replies from its own `try`, but an error before it (arguments the task does not take,
+    from an API of another version during a rolling upgrade; a time limit) would leave the API
+    waiting out `SDR_WAIT_TIMEOUT` for a reply that never comes. Celery calls `on_failure` with the
+    task's arguments, so the reply goes out at once and names the error.
+    """
+
+    def on_failure(self, exc: BaseException, task_id: str, args: Any, kwargs: Any, einfo: Any) -> None:
+        reply_key = kwargs.get("reply_key") if isinstance(kwargs, dict) else None
+        if not isinstance(reply_key, str):
+            return
+        detail = f"{self.name} failed before it could answer: {_error_text(exc)}"
+        if isinstance(exc, TypeError):
+            detail += " (do the API and the workers run the same version?)"
+        send_reply(_runtime().redis, reply_key, {"ok": False, "status": 500, "detail": detail})
+
+
 # The two request-bound tasks answer on their reply list (`service.replies`); storing the same
 # answer again as a Celery result would be one more Redis write per request that nothing reads.
-@shared_task(name=TASK_EXTRACT_SUBNET, bind=True, ignore_result=True)
+@shared_task(name=TASK_EXTRACT_SUBNET, bind=True, ignore_result=True, base=_RequestTask)
 def extract_subnet(self: Any, path: str, checkpoint_sha256: str, output: str, reply_key: str) -> dict[str, Any]:
     """Write sub-net `path` to the shared cache file `output` (atomic) unless it is there already."""
     from sdr_model import save_subnet
@@ -182,7 +201,7 @@ def extract_subnet(self: Any, path: str, checkpoint_sha256: str, output: str, re
     return {k: v for k, v in reply.items() if k != "file"}
 
 
-@shared_task(name=TASK_FEATURES, bind=True, ignore_result=True)
+@shared_task(name=TASK_FEATURES, bind=True, ignore_result=True, base=_RequestTask)
 def features(
     self: Any, path: str, checkpoint_sha256: str, images: str, sizes: list[int], output: str, reply_key: str
 ) -> dict[str, Any]:

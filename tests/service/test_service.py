@@ -320,6 +320,18 @@ def test_features_limits_and_bad_images(client: TestClient) -> None:
     assert client.post("/subnets/0412/features", files=[("files", ("a.png", ok))]).status_code == 404
 
 
+def test_a_task_that_fails_before_its_own_error_handling_still_answers(settings: Settings, worker: WorkerProc) -> None:
+    """Arguments the task does not take (an API of another version): a reply naming the error, not a timeout."""
+    from service.celery_app import TASK_FEATURES, create_celery
+    from service.redis_store import connect
+    from service.replies import call_worker
+
+    stale = {"path": "0000", "checkpoint_sha256": "0" * 64, "files": ["a.png"], "output": "/nowhere.npy"}
+    reply = call_worker(create_celery(settings), connect(settings), TASK_FEATURES, stale, timeout=30)
+    assert reply["ok"] is False and reply["status"] == 500
+    assert "TypeError" in reply["detail"] and "same version" in reply["detail"]
+
+
 # --- health, metrics, auth -----------------------------------------------------------------------
 
 
