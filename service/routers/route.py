@@ -13,7 +13,6 @@ from typing import Annotated
 
 import redis
 from fastapi import APIRouter, Depends, HTTPException, Path, Response, status
-from fastapi.concurrency import run_in_threadpool
 
 from sdr_model.atomic_write import write_text_atomic
 from sdr_model.datasets.labelled import DatasetError, read_manifest
@@ -153,7 +152,7 @@ def _to_response(record: JobRecord, result: dict[str, object] | None) -> RouteJo
         503: {"model": ErrorBody, "description": "Broker unavailable; nothing was queued."},
     },
 )
-async def start_route(
+def start_route(
     body: RouteRequest,
     response: Response,
     settings: SettingsDep,
@@ -162,7 +161,11 @@ async def start_route(
     celery: CeleryDep,
     ckpt: CheckpointDep,
 ) -> RouteAccepted:
-    """Queue a route job: one Celery task per prefix-subtree shard. Poll the `Location`."""
+    """Queue a route job: one Celery task per prefix-subtree shard. Poll the `Location`.
+
+    A plain `def`, so FastAPI runs it in its threadpool: it waits on Redis and fsyncs an inline
+    manifest, which on the event loop would stall every other request of this API process.
+    """
     waiting = queued_tasks(jobs.r, ROUTE_QUEUE)
     if waiting + settings.route_shards > settings.max_queued_tasks:
         raise HTTPException(
@@ -181,7 +184,7 @@ async def start_route(
                 detail=f"dataset {body.dataset_id!r} not found; upload it with POST /datasets",
             )
     else:
-        manifest = await run_in_threadpool(_validate_manifest, body, settings)
+        manifest = _validate_manifest(body, settings)
         options["manifest_entries"] = len(body.manifest or ())
     options["paths"] = paths
     options["checkpoint_sha256"] = ckpt.sha256
