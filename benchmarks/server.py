@@ -12,8 +12,9 @@ from pathlib import Path
 import httpx
 
 from benchmarks.report import REPO
+from service.settings import SHIPPED_CHECKPOINT
 
-CHECKPOINT = REPO / "checkpoints" / "sdr_tiny_fmnist.safetensors"
+CHECKPOINT = SHIPPED_CHECKPOINT  # what `make run` serves
 FEATURE_BATCH = 64  # the service default SDR_FEATURE_BATCH_SIZE
 
 
