@@ -65,6 +65,13 @@ def _request(batcher: FeatureBatcher, *numbers: int) -> asyncio.Task[np.ndarray]
     return asyncio.create_task(batcher.embed(KEY, files, [str(f.filename) for f in files]))
 
 
+async def _occupy(batcher: FeatureBatcher, worker: StandInWorker) -> asyncio.Task[np.ndarray]:
+    """Request `0`, once it holds the worker: the sub-net's one task slot is taken until `release()`."""
+    first = _request(batcher, 0)
+    await worker.started(1)
+    return first
+
+
 def _run(test: Callable[[], Awaitable[None]]) -> None:
     asyncio.run(asyncio.wait_for(test(), 20))  # a request never answered fails the test instead of hanging it
 
@@ -80,8 +87,7 @@ def test_a_lone_request_is_sent_at_once_and_requests_that_arrive_meanwhile_share
         batcher = FeatureBatcher(
             worker, tasks_in_flight=1, max_images=64, wait_timeout=30, on_task=lambda *t: sent.append(t)
         )
-        first = _request(batcher, 0)
-        await worker.started(1)  # sent without waiting for company
+        first = await _occupy(batcher, worker)  # sent without waiting for company
         later = [_request(batcher, 1, 2), _request(batcher, 3), _request(batcher, 4, 5, 6)]
         await asyncio.sleep(0.05)
         assert worker.batches == [["0"]]  # the others wait: the sub-net's one slot is taken
@@ -98,8 +104,7 @@ def test_batches_hold_at_most_max_images_and_a_full_batch_goes_without_a_free_sl
     async def scenario() -> None:
         worker = StandInWorker()
         batcher = FeatureBatcher(worker, tasks_in_flight=1, max_images=4, wait_timeout=30)
-        first = _request(batcher, 0)
-        await worker.started(1)
+        first = await _occupy(batcher, worker)
         small = _request(batcher, 1, 2)
         await asyncio.sleep(0.05)
         assert len(worker.batches) == 1  # 2 of 4 images: waits for the slot
@@ -134,8 +139,7 @@ def test_an_unreadable_image_fails_only_its_own_request_and_the_rest_of_the_batc
     async def scenario() -> None:
         worker = StandInWorker(fail)
         batcher = FeatureBatcher(worker, tasks_in_flight=1, max_images=64, wait_timeout=30)
-        first = _request(batcher, 0)
-        await worker.started(1)
+        first = await _occupy(batcher, worker)
         before, broken, after = _request(batcher, 1, 2), _request(batcher, 3, 4), _request(batcher, 5)
         await asyncio.sleep(0.05)
         worker.release()
@@ -156,8 +160,7 @@ def test_any_other_failure_answers_every_request_of_the_batch() -> None:
     async def scenario() -> None:
         worker = StandInWorker(fail)
         batcher = FeatureBatcher(worker, tasks_in_flight=1, max_images=64, wait_timeout=30)
-        first = _request(batcher, 0)
-        await worker.started(1)
+        first = await _occupy(batcher, worker)
         batch = [_request(batcher, 1), _request(batcher, 2)]
         await asyncio.sleep(0.05)
         worker.release()
@@ -172,8 +175,7 @@ def test_a_request_that_waited_past_the_timeout_gets_503_and_is_not_sent() -> No
     async def scenario() -> None:
         worker = StandInWorker()
         batcher = FeatureBatcher(worker, tasks_in_flight=1, max_images=64, wait_timeout=0.1)
-        first = _request(batcher, 0)
-        await worker.started(1)
+        first = await _occupy(batcher, worker)
         waiting = _request(batcher, 1)
         await asyncio.sleep(0.3)  # past the timeout while the slot is taken
         worker.release()
