@@ -9,7 +9,8 @@ file; an error (a full disk) also removes the temporary file.
 A folder published in one rename (an uploaded dataset) is made durable the same way: `sync_tree`
 on the staged folder before the rename, `sync_folder` on its parent after it. Without the first,
 ext4's delayed allocation can leave the renamed folder full of empty files after a power cut.
-fsync costs about 0.2 ms per file here (2,000 small files in 0.4 s).
+`sync_tree` flushes files from several threads: each fsync mostly waits for the disk, and
+concurrent ones share the filesystem's journal commits (`benchmarks.upload` measures the gain).
 """
 
 from __future__ import annotations
@@ -17,10 +18,15 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 
-__all__ = ["atomic_path", "sync_folder", "sync_tree", "write_text_atomic"]
+__all__ = ["SYNC_THREADS", "atomic_path", "sync_folder", "sync_tree", "write_text_atomic"]
+
+# Concurrent fsyncs in `sync_tree`: here 8 flushed 3,000 fresh small files 2.7x faster than one at
+# a time, and 16 or 64 no faster than 8.
+SYNC_THREADS = 8
 
 
 @contextmanager
@@ -46,11 +52,21 @@ def write_text_atomic(file: str | os.PathLike[str], text: str) -> Path:
     return Path(file)
 
 
-def sync_tree(root: str | os.PathLike[str]) -> None:
-    """Flush every file and folder under `root`, and `root` itself, to disk (folders after their entries)."""
-    for folder, _, files in os.walk(root, topdown=False):
-        for name in files:
-            _fsync(Path(folder) / name, os.O_RDONLY)
+def sync_tree(root: str | os.PathLike[str], threads: int = SYNC_THREADS) -> None:
+    """Flush every file and folder under `root`, and `root` itself, to disk.
+
+    The files go first, `threads` at a time; then the folders, deepest first, so a folder's
+    entries are on disk before it is. A failed flush is raised, and no folder is flushed after it.
+    """
+    files: list[Path] = []
+    folders: list[str] = []
+    for folder, _, names in os.walk(root, topdown=False):  # bottom-up: children before parents
+        files.extend(Path(folder) / name for name in names)
+        folders.append(folder)
+    with ThreadPoolExecutor(max(1, min(threads, len(files))), thread_name_prefix="fsync") as pool:
+        for _ in pool.map(lambda file: _fsync(file, os.O_RDONLY), files):
+            pass
+    for folder in folders:
         sync_folder(folder)
 
 
