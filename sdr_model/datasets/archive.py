@@ -176,6 +176,7 @@ class _Writer:
         self.files = 0
         self.total_bytes = 0
         self.seen: set[PurePosixPath] = set()
+        self.folders: set[Path] = set()  # created by `_folder`, and checked to resolve below dest
 
     def count_entry(self, name: str) -> None:
         self.entries += 1
@@ -186,12 +187,21 @@ class _Writer:
         if rel in self.seen:
             raise ArchiveError(f"member {name!r}: duplicate name (a later member would overwrite an earlier one)")
         self.seen.add(rel)
-        target = self.dest.joinpath(*rel.parts)
-        # Belt and braces after the name checks: a parent created earlier cannot be a link (we never
-        # create links), so the resolved target must stay below dest.
-        if os.path.commonpath([target.resolve(), self.dest]) != str(self.dest):
+        return self.dest.joinpath(*rel.parts)
+
+    def _folder(self, name: str, folder: Path) -> None:
+        """Create `folder` and its parents under dest, once per folder (archives hold many files per folder).
+
+        Belt and braces after the name checks: a folder created earlier cannot be a link (we never
+        create links), so it must resolve below dest. Checking the folder, not each file, is enough:
+        a file is created with O_EXCL, which never follows a link.
+        """
+        if folder in self.folders:
+            return
+        if os.path.commonpath([folder.resolve(), self.dest]) != str(self.dest):
             raise ArchiveError(f"member {name!r}: resolves outside the extraction folder")
-        return target
+        folder.mkdir(mode=0o755, parents=True, exist_ok=True)
+        self.folders.add(folder)
 
     def check_total(self, name: str, total: int) -> None:
         """Refuse if `total` uncompressed bytes would break the size or ratio cap."""
@@ -210,13 +220,12 @@ class _Writer:
         self.total_bytes += n
 
     def make_dir(self, name: str, rel: PurePosixPath) -> None:
-        target = self.claim(name, rel)
-        target.mkdir(mode=0o755, parents=True, exist_ok=True)
+        self._folder(name, self.claim(name, rel))
 
     def write_file(self, name: str, rel: PurePosixPath, source: IO[bytes], declared_size: int) -> None:
         _check_not_archive_name(name)
         target = self.claim(name, rel)
-        target.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
+        self._folder(name, target.parent)
         head = source.read(_MAGIC_BYTES_NEEDED)
         _check_not_archive_bytes(name, head)
         written = 0
