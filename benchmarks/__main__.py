@@ -23,7 +23,16 @@ from tqdm import tqdm
 from benchmarks.report import REPO, Section, machine_description, render
 from sdr_model.atomic_write import write_text_atomic
 
-MODULES = ("route_throughput", "route_scaling", "scoring", "train_step", "serving", "service_route", "gpu_route")
+MODULES = (
+    "route_throughput",
+    "route_scaling",
+    "scoring",
+    "train_step",
+    "upload",
+    "serving",
+    "service_route",
+    "gpu_route",
+)
 PAGE = REPO / "docs" / "BENCHMARKS.md"
 
 
