@@ -5,7 +5,9 @@ is under 10 minutes on one H100. Measured here: the prefix-tree walk (W0 + 256 p
 224-px images with bf16 autocast and channels_last, in image-paths per second after a warm-up, and
 one path's faiss kNN scoring at Food-101's size (75,750 train searching themselves leave-one-out,
 25,250 test), on the GPU when faiss-gpu is installed (`pip install -e '.[gpu]'`). The extrapolated
-route is walk + 257 x scoring; decoding (threaded, `decode_images`) is left out.
+route is walk + 257 x scoring; decoding (threaded, `decode_images`) is left out. Its scoring share
+is held to the route's goal (under 10%) as well: Food-101's size is where that goal is hardest,
+the kNN costing N^2 against the walk's N.
 
 Without faiss-gpu, faiss's kNN runs on the CPU (timed at a tenth of the size and scaled by the N^2
 it costs), and the same exact search is also timed on the GPU as a matrix product and a top-k in
@@ -42,6 +44,8 @@ K = 200
 RECORD_NAME = "benchmarks/records/gpu_route.json"  # committed: the page shows it where no GPU is
 RECORD = REPO / RECORD_NAME
 GOAL = f"Food-101-size route under {GOAL_MINUTES:.0f} min on one H100"
+SCORING_GOAL = 0.10  # issue 9: scoring under 10% of route time, feature extraction dominating
+SCORING_GOAL_TEXT = f"scoring under {SCORING_GOAL:.0%} of the Food-101-size route"
 DEVICE_COMMAND = (
     "python3 -m pip install -q --no-index --no-deps --target /tmp/site .whl/*.whl && "
     "BENCH_COMMIT=<commit> PYTHONPATH=/tmp/site:. python3 -m benchmarks --only gpu_route && "
@@ -60,13 +64,13 @@ def bench(quick: bool) -> Section:
         if RECORD.is_file():
             record = json.loads(RECORD.read_text())
             section.tables.append(_table(record))
-            section.goals.append(Goal(f"{GOAL} (recorded)", record["food_route_s"] / 60 < GOAL_MINUTES))
+            section.goals += _goals(record, " (recorded)")
             section.notes.append(
                 f"Recorded on {record['card']} on {record['date']} at commit {record['commit']} "
                 f"(`{RECORD_NAME}`); no GPU on this machine, so not measured again in this run."
             )
         else:
-            section.goals.append(Goal(GOAL, None))
+            section.goals += [Goal(GOAL, None), Goal(SCORING_GOAL_TEXT, None)]
         section.notes.append(
             "On a GPU machine: `make bench ONLY=gpu_route` (add `pip install -e '.[gpu]'` for faiss-gpu). On "
             "this workplace's GPU machine, whose python3 has torch but no faiss and no package index: `make "
@@ -144,8 +148,20 @@ def bench(quick: bool) -> Section:
         RECORD.parent.mkdir(parents=True, exist_ok=True)
         RECORD.write_text(json.dumps(record, indent=2) + "\n")
     section.tables.append(_table(record))
-    section.goals.append(Goal(GOAL, record["food_route_s"] / 60 < GOAL_MINUTES))
+    section.goals += _goals(record, "")
     return section
+
+
+def _scoring_share(record: dict[str, Any]) -> float:
+    """Share of the extrapolated route spent in kNN scoring (the rest is the walk)."""
+    return 1 - record["food_walk_s"] / record["food_route_s"]
+
+
+def _goals(record: dict[str, Any], suffix: str) -> list[Goal]:
+    return [
+        Goal(GOAL + suffix, record["food_route_s"] / 60 < GOAL_MINUTES),
+        Goal(SCORING_GOAL_TEXT + suffix, _scoring_share(record) < SCORING_GOAL),
+    ]
 
 
 def _table(record: dict[str, Any]) -> Table:
@@ -157,6 +173,7 @@ def _table(record: dict[str, Any]) -> Table:
             "faiss kNN per path",
             "GPU kNN per path",
             "route, 101k",
+            "scoring share",
         ]
     )
     where = "GPU" if record["knn_on_gpu"] else "CPU, at 1/10 of the size, scaled by 100"
@@ -168,5 +185,6 @@ def _table(record: dict[str, Any]) -> Table:
         f"{record['knn_per_path_s']:.2f} s ({where})",
         f"{record['gpu_knn_per_path_s']:.2f} s ({gpu_knn})",
         f"{record['food_route_s'] / 60:.1f} min",
+        f"{_scoring_share(record):.0%}",
     )
     return table
