@@ -28,7 +28,6 @@ import os
 import shutil
 import time
 import uuid
-import warnings
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -118,23 +117,26 @@ def _unreadable_images(dataset: LabelledImages, base: Path) -> list[str]:
     """Names (relative to `base`) of files that Pillow cannot decode, decoded `DECODE_THREADS` at a time.
 
     The same rule as the workers' decoder (`sdr_model.datasets.images`, which imports torch and so
-    cannot run here): truncated data is an error and so is a decompression bomb. Threads, as there:
-    Pillow decodes without holding the GIL, and photos cost milliseconds each to decode.
+    cannot run here): truncated data is an error and so is a decompression bomb, an image of more
+    than `Image.MAX_IMAGE_PIXELS` pixels (where Pillow warns). That is checked here by size, not by
+    turning the warning into an error: warnings filters are process-global, and two uploads in the
+    API's threadpool would restore each other's. Threads, as in the workers' decoder: Pillow decodes
+    without holding the GIL, and photos cost milliseconds each to decode.
     """
 
     def readable(path: Path) -> bool:
         try:
             with Image.open(path) as img:
+                limit = Image.MAX_IMAGE_PIXELS  # None: the bomb check is off, as it is for Pillow
+                if limit is not None and img.width * img.height > limit:
+                    return False
                 img.load()
         except Exception:  # any decoder error means "not an image we can use"
             return False
         return True
 
-    # warnings filters are process-global in Python 3.11, so the pool's threads see this one.
-    with warnings.catch_warnings():
-        warnings.simplefilter("error", Image.DecompressionBombWarning)
-        with ThreadPoolExecutor(DECODE_THREADS, thread_name_prefix="decode-check") as pool:
-            outcomes = list(pool.map(readable, [record.path for record in dataset.records]))
+    with ThreadPoolExecutor(DECODE_THREADS, thread_name_prefix="decode-check") as pool:
+        outcomes = list(pool.map(readable, [record.path for record in dataset.records]))
     return [str(record.path.relative_to(base)) for record, ok in zip(dataset.records, outcomes, strict=True) if not ok]
 
 
