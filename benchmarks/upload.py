@@ -94,8 +94,8 @@ def bench(quick: bool) -> Section:
         zipped_mib = len(buffer.getvalue()) / 2**20
         folders = 1 + sum(1 for p in folder.rglob("*") if p.is_dir())
         for i in range(rounds):
-            plain, checked = work / f"plain-{i}", work / f"checked-{i}"
-            store = DatasetStore(work / f"store-{i}", ArchiveLimits())
+            plain, checked, data_dir = work / f"plain-{i}", work / f"checked-{i}", work / f"store-{i}"
+            store = DatasetStore(data_dir, ArchiveLimits())
             # Each flush right after its own extraction, the two kinds swapping trees every round.
             plain_flush, checked_flush = (SYNC_THREADS, 1) if i % 2 == 0 else (1, SYNC_THREADS)
             _settle()
@@ -107,7 +107,7 @@ def bench(quick: bool) -> Section:
             _settle()
             with archive.open("rb") as body:
                 record("add", _timed(store.add, body, archive.name))
-            for tree in (plain, checked, store.root.parent):
+            for tree in (plain, checked, data_dir):
                 shutil.rmtree(tree)
         filesystem = _filesystem(work)
     median = {name: statistics.median(values) for name, values in times.items()}
