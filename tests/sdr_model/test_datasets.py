@@ -125,7 +125,10 @@ def test_normalize_uses_mean_and_std() -> None:
     assert torch.allclose(normalize(pixels, GRAY), torch.full((2, 1, 4, 4), (1.0 - 0.5) / 0.25))
 
 
-def test_decode_skips_corrupt_truncated_and_bomb_images(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("threads", [1, 2])  # in this thread, and in a pool
+def test_decode_skips_corrupt_truncated_and_bomb_images(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, threads: int
+) -> None:
     good = [_save(tmp_path / f"good{i}.png", size=(40 + i, 33), value=10 * i) for i in range(3)]
     corrupt = tmp_path / "corrupt.png"
     corrupt.write_bytes(b"\x89PNG\r\n\x1a\n" + b"garbage" * 20)
@@ -138,7 +141,7 @@ def test_decode_skips_corrupt_truncated_and_bomb_images(tmp_path: Path, monkeypa
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1500)
 
     files = [good[0], corrupt, good[1], truncated, warn_bomb, error_bomb, good[2]]
-    decoded = decode_images(files, GRAY, num_threads=2)
+    decoded = decode_images(files, GRAY, num_threads=threads)
     assert decoded.source_index.tolist() == [0, 2, 6]
     assert decoded.pixels.shape == (3, 1, 32, 32)
     assert [s.file for s in decoded.skipped] == [str(f) for f in (corrupt, truncated, warn_bomb, error_bomb)]
