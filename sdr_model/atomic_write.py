@@ -24,8 +24,8 @@ from pathlib import Path
 
 __all__ = ["SYNC_THREADS", "atomic_path", "sync_folder", "sync_tree", "write_text_atomic"]
 
-# Concurrent fsyncs in `sync_tree`: 8 flushed 3,000 fresh small files 1.8x faster than one at a
-# time (`benchmarks.upload`); 16 or 64 were no faster than 8 in a probe.
+# Concurrent fsyncs in `sync_tree`: 8 flushed 3,000 fresh small files 1.6-1.8x faster than one at
+# a time in two `benchmarks.upload` runs; 16 or 64 were no faster than 8 in a probe.
 SYNC_THREADS = 8
 
 
