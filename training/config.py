@@ -14,6 +14,8 @@ from typing import Any, Literal
 
 import yaml
 
+from sdr_model.atomic_write import write_text_atomic
+
 __all__ = [
     "AugmentConfig",
     "BaselineConfig",
@@ -175,7 +177,8 @@ class TrainConfig:
         return _build(cls, d, "")
 
     def save(self, file: Path) -> None:
-        file.write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
+        """Atomically: a crash mid-write must not leave a truncated recipe that refuses every resume."""
+        write_text_atomic(file, yaml.safe_dump(self.to_dict(), sort_keys=False))
 
 
 def load_config(file: str | Path, overrides: Sequence[str] = ()) -> TrainConfig:

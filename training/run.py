@@ -64,17 +64,17 @@ def open_run(config: TrainConfig, run_dir: Path | None = None) -> Run:
     config = dataclasses.replace(config, run_dir=str(directory))
     dist = setup_distributed(config.device)
     saved = directory / "config.yaml"
-    if saved.is_file():
-        previous = yaml.safe_load(saved.read_text())
-        if previous != config.to_dict():
-            raise TrainConfigError(
-                f"run directory {directory} was started with a different recipe ({saved}); "
-                f"resume with the same config or choose a new --run-dir"
-            )
-    elif dist.is_main:
+    # The main process writes the recipe of a new run; every process checks it after the barrier.
+    # Checked before it, another rank could read the file while the main one was writing it.
+    if dist.is_main and not saved.is_file():
         directory.mkdir(parents=True, exist_ok=True)
         config.save(saved)
     dist.barrier()
+    if yaml.safe_load(saved.read_text()) != config.to_dict():
+        raise TrainConfigError(
+            f"run directory {directory} was started with a different recipe ({saved}); "
+            f"resume with the same config or choose a new --run-dir"
+        )
     model_config = dataclasses.replace(preset_config(config.model), **config.model_overrides)
     preprocessing = _preprocessing_for(config.model, model_config)
     source = build_source(config.data, model_config.in_chans, preprocessing.resize, seed=config.seed)
