@@ -59,7 +59,7 @@ def run_stage(run: Run, stage: str) -> None:
 
 def _baseline(run: Run) -> None:
     directory = run.stage_dir("baseline")
-    if (directory / _DONE).is_file():
+    if _finished(run, (directory / _DONE).is_file()):
         return
     cfg = run.config.baseline
     method = _method(run)
@@ -75,7 +75,7 @@ def _baseline(run: Run) -> None:
 
 def _cluster(run: Run) -> None:
     directory = run.stage_dir("cluster")
-    if Clusters.exists(directory):
+    if _finished(run, Clusters.exists(directory)):
         return
     _require(run, "baseline")
     if run.dist.is_main:  # one process clusters; the others wait (a few minutes at most)
@@ -149,7 +149,7 @@ def _describe(assignment: torch.Tensor, k: int, labels: torch.Tensor | None) -> 
 
 def _progressive(run: Run) -> None:
     directory = run.stage_dir("progressive")
-    if (directory / _DONE).is_file():
+    if _finished(run, (directory / _DONE).is_file()):
         return
     _require(run, "cluster")
     cfg, mc = run.config.progressive, run.model_config
@@ -187,7 +187,7 @@ def _progressive(run: Run) -> None:
 
 def _calibrate(run: Run) -> None:
     final = run.run_dir / FINAL_CHECKPOINT
-    if final.is_file():
+    if _finished(run, final.is_file()):
         return
     _require(run, "progressive")
     if run.dist.is_main:
@@ -296,6 +296,16 @@ def _require(run: Run, stage: str) -> None:
     done = Clusters.exists(run.stage_dir(stage)) if stage == "cluster" else (run.stage_dir(stage) / _DONE).is_file()
     if not done:
         raise StageError(f"stage {stage!r} has not finished in {run.run_dir}; run `sdr train {stage}` first")
+
+
+def _finished(run: Run, done_here: bool) -> bool:
+    """Whether the stage is finished for every process: they agree in one collective before any acts.
+
+    The main process alone writes a stage's clusters or final checkpoint, in about a second for
+    the smoke recipe. A process that reached its check later could see the stage finished, skip
+    the barrier its peers wait at, and leave the job hung on mismatched collectives.
+    """
+    return run.dist.all_min(int(done_here)) == 1
 
 
 def _mark_done(run: Run, directory: Path, summary: dict[str, Any]) -> None:
