@@ -301,9 +301,9 @@ def _require(run: Run, stage: str) -> None:
 def _finished(run: Run, done_here: bool) -> bool:
     """Whether the stage is finished for every process: they agree in one collective before any acts.
 
-    The main process alone writes a stage's clusters or final checkpoint, in about a second for
-    the smoke recipe. A process that reached its check later could see the stage finished, skip
-    the barrier its peers wait at, and leave the job hung on mismatched collectives.
+    The main process alone writes a stage's clusters or final checkpoint, quickly for a small
+    recipe. A process that reached its check later could see the stage finished, skip the barrier
+    its peers wait at, and leave the job hung on mismatched collectives.
     """
     return run.dist.all_min(int(done_here)) == 1
 
