@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from training.config import TrainConfig, load_config
+from training.distributed import Dist
 
 REPO = Path(__file__).resolve().parents[2]
 SMOKE_CONFIG = REPO / "configs" / "sdr_tiny_synthetic.yaml"
@@ -21,6 +24,28 @@ def smoke_config(tmp_path: Path, **sections: dict[str, Any]) -> TrainConfig:
     config = load_config(SMOKE_CONFIG)
     replaced = {name: dataclasses.replace(getattr(config, name), **values) for name, values in sections.items()}
     return dataclasses.replace(config, run_dir=str(tmp_path / "run"), **replaced)
+
+
+@dataclasses.dataclass(frozen=True)
+class SecondRank(Dist):
+    """Rank 1 of a two-process job, without a process group: rank 0 is played by the callbacks.
+
+    `at_barrier` is what rank 0 does while this rank waits at a barrier; `peer_min` is the value
+    rank 0 contributes to `all_min`.
+    """
+
+    at_barrier: Callable[[], None] = lambda: None
+    peer_min: int = 1
+
+    def barrier(self) -> None:
+        self.at_barrier()
+
+    def all_min(self, value: int) -> int:
+        return min(value, self.peer_min)
+
+
+def second_rank(at_barrier: Callable[[], None] = lambda: None, peer_min: int = 1) -> SecondRank:
+    return SecondRank(rank=1, world_size=2, device=torch.device("cpu"), at_barrier=at_barrier, peer_min=peer_min)
 
 
 def write_config(config: TrainConfig, file: Path) -> Path:

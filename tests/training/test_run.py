@@ -6,24 +6,20 @@ import dataclasses
 from pathlib import Path
 
 import pytest
-import torch
 
-from tests.training.conftest import smoke_config
+from tests.training.conftest import second_rank, smoke_config
 from training import run as run_module
 from training.config import TrainConfig, TrainConfigError
-from training.distributed import Dist
 
 
 def _second_rank(monkeypatch: pytest.MonkeyPatch, main_saves: TrainConfig, file: Path) -> None:
     """This process becomes rank 1 of 2; rank 0 writes `main_saves` to `file` while rank 1 waits at the barrier."""
 
-    @dataclasses.dataclass(frozen=True)
-    class SecondRank(Dist):
-        def barrier(self) -> None:
-            file.parent.mkdir(parents=True, exist_ok=True)
-            main_saves.save(file)
+    def rank_0_saves() -> None:
+        file.parent.mkdir(parents=True, exist_ok=True)
+        main_saves.save(file)
 
-    rank = SecondRank(rank=1, world_size=2, device=torch.device("cpu"))
+    rank = second_rank(at_barrier=rank_0_saves)
     monkeypatch.setattr(run_module, "setup_distributed", lambda device: rank)
 
 

@@ -6,10 +6,8 @@ import dataclasses
 from pathlib import Path
 
 import pytest
-import torch
 
-from tests.training.conftest import smoke_config
-from training.distributed import Dist
+from tests.training.conftest import second_rank, smoke_config
 from training.run import FINAL_CHECKPOINT, open_run
 from training.stages import run_stage
 
@@ -26,15 +24,7 @@ def test_a_stage_is_skipped_only_when_every_process_sees_it_finished(tmp_path: P
     (run.stage_dir("progressive") / "done.json").write_text("{}")
     (run.run_dir / FINAL_CHECKPOINT).write_bytes(b"written by rank 0")
     barriers: list[str] = []
-
-    @dataclasses.dataclass(frozen=True)
-    class SecondRank(Dist):
-        def all_min(self, value: int) -> int:
-            return min(value, int(peer_done))
-
-        def barrier(self) -> None:
-            barriers.append("waited")
-
-    run = dataclasses.replace(run, dist=SecondRank(rank=1, world_size=2, device=torch.device("cpu")))
+    rank = second_rank(at_barrier=lambda: barriers.append("waited"), peer_min=int(peer_done))
+    run = dataclasses.replace(run, dist=rank)
     run_stage(run, "calibrate")
     assert barriers == ([] if peer_done else ["waited"])
