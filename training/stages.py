@@ -59,7 +59,7 @@ def run_stage(run: Run, stage: str) -> None:
 
 def _baseline(run: Run) -> None:
     directory = run.stage_dir("baseline")
-    if _finished(run, (directory / _DONE).is_file()):
+    if _finished(run, "baseline"):
         return
     cfg = run.config.baseline
     method = _method(run)
@@ -75,7 +75,7 @@ def _baseline(run: Run) -> None:
 
 def _cluster(run: Run) -> None:
     directory = run.stage_dir("cluster")
-    if _finished(run, Clusters.exists(directory)):
+    if _finished(run, "cluster"):
         return
     _require(run, "baseline")
     if run.dist.is_main:  # one process clusters; the others wait (a few minutes at most)
@@ -149,7 +149,7 @@ def _describe(assignment: torch.Tensor, k: int, labels: torch.Tensor | None) -> 
 
 def _progressive(run: Run) -> None:
     directory = run.stage_dir("progressive")
-    if _finished(run, (directory / _DONE).is_file()):
+    if _finished(run, "progressive"):
         return
     _require(run, "cluster")
     cfg, mc = run.config.progressive, run.model_config
@@ -187,7 +187,7 @@ def _progressive(run: Run) -> None:
 
 def _calibrate(run: Run) -> None:
     final = run.run_dir / FINAL_CHECKPOINT
-    if _finished(run, final.is_file()):
+    if _finished(run, "calibrate"):
         return
     _require(run, "progressive")
     if run.dist.is_main:
@@ -292,20 +292,28 @@ def _method(run: Run) -> SSLMethod:
     return build_method(run.new_backbone(), run.config.ssl).to(run.dist.device)
 
 
+def _done_here(run: Run, stage: str) -> bool:
+    """Whether this process sees `stage`'s output: clusters, the final checkpoint, or the stage's done marker."""
+    if stage == "cluster":
+        return Clusters.exists(run.stage_dir(stage))
+    if stage == "calibrate":
+        return (run.run_dir / FINAL_CHECKPOINT).is_file()
+    return (run.stage_dir(stage) / _DONE).is_file()
+
+
 def _require(run: Run, stage: str) -> None:
-    done = Clusters.exists(run.stage_dir(stage)) if stage == "cluster" else (run.stage_dir(stage) / _DONE).is_file()
-    if not done:
+    if not _done_here(run, stage):
         raise StageError(f"stage {stage!r} has not finished in {run.run_dir}; run `sdr train {stage}` first")
 
 
-def _finished(run: Run, done_here: bool) -> bool:
+def _finished(run: Run, stage: str) -> bool:
     """Whether the stage is finished for every process: they agree in one collective before any acts.
 
     The main process alone writes a stage's clusters or final checkpoint, quickly for a small
     recipe. A process that reached its check later could see the stage finished, skip the barrier
     its peers wait at, and leave the job hung on mismatched collectives.
     """
-    return run.dist.all_min(int(done_here)) == 1
+    return run.dist.all_min(int(_done_here(run, stage))) == 1
 
 
 def _mark_done(run: Run, directory: Path, summary: dict[str, Any]) -> None:
