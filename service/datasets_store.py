@@ -38,6 +38,7 @@ from PIL import Image
 
 from sdr_model.atomic_write import sync_folder, sync_tree
 from sdr_model.datasets.archive import ArchiveError, ArchiveLimits, safe_extract
+from sdr_model.datasets.decode_policy import DECODE_THREADS, check_pixel_limit
 from sdr_model.datasets.labelled import DatasetError, LabelledImages, read_dataset
 
 __all__ = ["STAGING_PREFIXES", "DatasetRejected", "DatasetStore", "StoredDataset", "staging_dir", "sweep_staging"]
@@ -47,7 +48,6 @@ log = logging.getLogger(__name__)
 _CHUNK = 1 << 20
 _ID_HEX = 24  # 96 bits of sha256: collisions are not a practical concern, ids stay short
 _OWNER_LOCK = ".owner.lock"
-DECODE_THREADS = min(8, os.cpu_count() or 1)  # the upload's decode check; the workers' decoder uses as many
 STAGING_PREFIXES = ("upload-", "features-", "manifest-")  # the request-scoped folders the API makes in `<data_dir>/tmp`
 
 
@@ -116,20 +116,16 @@ class StoredDataset:
 def _unreadable_images(dataset: LabelledImages, base: Path) -> list[str]:
     """Names (relative to `base`) of files that Pillow cannot decode, decoded `DECODE_THREADS` at a time.
 
-    The same rule as the workers' decoder (`sdr_model.datasets.images`, which imports torch and so
-    cannot run here): truncated data is an error and so is a decompression bomb, an image of more
-    than `Image.MAX_IMAGE_PIXELS` pixels (where Pillow warns). That is checked here by size, not by
-    turning the warning into an error: warnings filters are process-global, and two uploads in the
-    API's threadpool would restore each other's. Threads, as in the workers' decoder: Pillow decodes
-    without holding the GIL, and photos cost milliseconds each to decode.
+    The rules of the workers' decoder (`sdr_model.datasets.images`, which imports torch and so
+    cannot run here), from `decode_policy`: truncated data is an error, and so is an image over the
+    pixel limit. Threads, as in the workers' decoder: Pillow decodes without holding the GIL, and
+    photos cost milliseconds each to decode.
     """
 
     def readable(path: Path) -> bool:
         try:
             with Image.open(path) as img:
-                limit = Image.MAX_IMAGE_PIXELS  # None: the bomb check is off, as it is for Pillow
-                if limit is not None and img.width * img.height > limit:
-                    return False
+                check_pixel_limit(img)
                 img.load()
         except Exception:  # any decoder error means "not an image we can use"
             return False

@@ -10,16 +10,14 @@ trivial fraction of a forward pass. Decoding runs in a thread pool (Pillow relea
 decoding and resizing).
 
 Unreadable files are skipped and counted per file with the reason: corrupt or truncated data
-(`ImageFile.LOAD_TRUNCATED_IMAGES` stays False) and decompression bombs — Pillow's
-`DecompressionBombWarning` (more than `Image.MAX_IMAGE_PIXELS` pixels) is turned into an error
-while we decode, so an oversized image is refused before its pixels are allocated.
+(`ImageFile.LOAD_TRUNCATED_IMAGES` stays False) and decompression bombs, images of more than
+`Image.MAX_IMAGE_PIXELS` pixels (`decode_policy.check_pixel_limit`, the rule the API's upload check
+applies too), refused from the header before their pixels are allocated.
 """
 
 from __future__ import annotations
 
 import io
-import os
-import warnings
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -31,6 +29,7 @@ import torchvision.transforms.functional as TF
 from PIL import Image, ImageFile
 
 from sdr_model.config import Preprocessing
+from sdr_model.datasets.decode_policy import DECODE_THREADS, check_pixel_limit
 
 __all__ = ["DecodedImages", "SkippedFile", "decode_images", "eval_transform", "load_image", "normalize"]
 
@@ -59,10 +58,11 @@ def load_image(source: str | Path | bytes, channels: int) -> Image.Image:
     """Open and fully decode an image (a file, or its encoded bytes) as "L" (channels=1) or "RGB" (channels=3).
 
     Raises:
-        OSError / ValueError / Image.DecompressionBombError: unreadable, truncated or too large
-            (the bomb warning is an error only inside `decode_images`, where it is made one).
+        OSError / ValueError / Image.DecompressionBombError: unreadable, truncated, or more than
+            `Image.MAX_IMAGE_PIXELS` pixels (`check_pixel_limit`).
     """
     with Image.open(io.BytesIO(source) if isinstance(source, bytes) else source) as img:
+        check_pixel_limit(img)
         img.load()  # decode now: truncated data raises here, not at first pixel access
         if img.mode in _WIDE_GRAY_MODES:
             wide = np.asarray(img, dtype=np.float64)
@@ -103,7 +103,7 @@ def decode_images(
             their encoded bytes (the features task: one staged file per request, not one per image).
             A skipped in-memory image is named by its position, `#<index>`.
         preprocessing: from the checkpoint header.
-        num_threads: decoding threads (default: the CPU count, at most 8); with one, or one file,
+        num_threads: decoding threads (default `DECODE_THREADS`: the CPU count, at most 8); with one, or one file,
             the calling thread decodes.
 
     Returns:
@@ -111,7 +111,7 @@ def decode_images(
     """
     if ImageFile.LOAD_TRUNCATED_IMAGES:
         raise RuntimeError("PIL.ImageFile.LOAD_TRUNCATED_IMAGES is set; truncated images would pass as valid")
-    threads = num_threads or min(8, os.cpu_count() or 1)
+    threads = num_threads or DECODE_THREADS
     side, channels = preprocessing.input_size, preprocessing.channels
     # Filled in place by the threads: peak memory is the dataset once, not a list plus a stacked copy.
     pixels = torch.empty((len(files), channels, side, side), dtype=torch.uint8)
@@ -119,26 +119,17 @@ def decode_images(
     def decode(i: int) -> SkippedFile | None:
         try:
             pixels[i] = eval_transform(load_image(files[i], channels), preprocessing)
-        except (
-            OSError,
-            ValueError,
-            SyntaxError,
-            Image.DecompressionBombError,
-            Image.DecompressionBombWarning,
-        ) as exc:
+        except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
             # SyntaxError: some Pillow plugins (e.g. PNG chunk parsing) report corrupt data this way.
             name = f"#{i}" if isinstance(files[i], bytes) else str(files[i])
             return SkippedFile(file=name, reason=f"{type(exc).__name__}: {exc}")
         return None
 
-    # warnings filters are process-global in Python 3.11, so the worker threads see this one.
-    with warnings.catch_warnings():
-        warnings.simplefilter("error", Image.DecompressionBombWarning)
-        if threads > 1 and len(files) > 1:
-            with ThreadPoolExecutor(max_workers=threads) as pool:
-                outcomes = list(pool.map(decode, range(len(files))))
-        else:  # no pool: starting one took 0.5 ms, three times a 28-px image's decode (a one-image request)
-            outcomes = [decode(i) for i in range(len(files))]
+    if threads > 1 and len(files) > 1:
+        with ThreadPoolExecutor(max_workers=threads) as pool:
+            outcomes = list(pool.map(decode, range(len(files))))
+    else:  # no pool: starting one took 0.5 ms, three times a 28-px image's decode (a one-image request)
+        outcomes = [decode(i) for i in range(len(files))]
 
     readable = np.array([i for i, o in enumerate(outcomes) if o is None], dtype=np.int64)
     if len(readable) < len(files):

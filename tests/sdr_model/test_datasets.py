@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -141,16 +142,30 @@ def test_decode_skips_corrupt_truncated_and_bomb_images(
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1500)
 
     files = [good[0], corrupt, good[1], truncated, warn_bomb, error_bomb, good[2]]
-    decoded = decode_images(files, GRAY, num_threads=threads)
+    with pytest.warns(Image.DecompressionBombWarning):  # Pillow's, on open; the refusal is ours
+        decoded = decode_images(files, GRAY, num_threads=threads)
     assert decoded.source_index.tolist() == [0, 2, 6]
     assert decoded.pixels.shape == (3, 1, 32, 32)
     assert [s.file for s in decoded.skipped] == [str(f) for f in (corrupt, truncated, warn_bomb, error_bomb)]
     reasons = {Path(s.file).name: s.reason for s in decoded.skipped}
-    assert "DecompressionBombWarning" in reasons["warn_bomb.png"]
-    assert "DecompressionBombError" in reasons["error_bomb.png"]
+    assert "40 x 40 = 1,600 pixels is over the limit of 1,500" in reasons["warn_bomb.png"]  # our check
+    assert "DecompressionBombError" in reasons["error_bomb.png"]  # Pillow's own, at twice the limit
     assert "truncated" in reasons["truncated.jpg"]
     for row, i in enumerate(decoded.source_index):  # pixels line up with their files
         assert torch.equal(decoded.pixels[row], eval_transform(load_image(files[i], 1), GRAY))
+
+
+def test_the_bomb_rule_does_not_rest_on_warnings_filters(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Filters are process-global: a caller that ignores warnings, or a thread that restores the
+    filters mid-decode (played here by making `simplefilter` a no-op), must not let a bomb through."""
+    bomb = _save(tmp_path / "bomb.png", size=(40, 40))  # 1,600 px: Pillow only warns below 2 x 1,500
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1500)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        monkeypatch.setattr(warnings, "simplefilter", lambda *args, **kwargs: None)
+        decoded = decode_images([bomb, _save(tmp_path / "ok.png")], GRAY, num_threads=2)
+    assert decoded.source_index.tolist() == [1]
+    assert [s.file for s in decoded.skipped] == [str(bomb)]
 
 
 def test_decode_from_bytes_equals_decode_from_files(tmp_path: Path) -> None:

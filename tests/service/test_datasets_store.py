@@ -44,7 +44,7 @@ def test_an_upload_is_on_disk_before_its_commit_and_the_commit_before_the_answer
 def test_the_decode_check_lists_broken_files_and_decompression_bombs(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Checked in a thread pool: the bomb rule (a warning made an error) must reach its threads."""
+    """Checked in a thread pool, with the workers' rules: a broken file and an image over the pixel limit."""
     images = write_image_tree(tmp_path / "images")  # 28 x 28 = 784 pixels each
     Image.new("L", (40, 40)).save(images / "train" / "blobs" / "bomb.png")  # 1,600 pixels
     (images / "train" / "checks" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not an image")
