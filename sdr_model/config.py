@@ -7,10 +7,16 @@ safetensors header.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
-__all__ = ["TIMM_PLAIN_STEM_WIDTH", "BlockType", "Preprocessing", "SDRConfig"]
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
+
+__all__ = ["TIMM_PLAIN_STEM_WIDTH", "BlockType", "Preprocessing", "SDRConfig", "from_known_fields"]
+
+_T = TypeVar("_T", bound="DataclassInstance")
 
 BlockType = Literal["basic", "bottleneck"]
 
@@ -23,6 +29,19 @@ _EXPANSION = {"basic": 1, "bottleneck": 4}
 
 class ConfigError(ValueError):
     """A config that cannot describe an SDR supernet; the message says which field and why."""
+
+
+def from_known_fields(cls: type[_T], d: Mapping[str, Any], what: str, error: type[ValueError]) -> _T:
+    """`cls(**d)` for a dataclass, refusing keys it has no field for (naming them as `what`).
+
+    A misspelt key in a checkpoint header or a request would otherwise be a TypeError from the
+    constructor, or, worse, would be dropped and leave a default in its place.
+    """
+    known = {f.name for f in fields(cls)}
+    unknown = set(d) - known
+    if unknown:
+        raise error(f"unknown {what} {sorted(unknown)}; known: {sorted(known)}")
+    return cls(**d)
 
 
 @dataclass(frozen=True)
@@ -114,11 +133,7 @@ class SDRConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> SDRConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = set(d) - known
-        if unknown:
-            raise ConfigError(f"unknown config keys {sorted(unknown)}; expected a subset of {sorted(known)}")
-        return cls(**d)
+        return from_known_fields(cls, d, "config keys", ConfigError)
 
 
 @dataclass(frozen=True)
@@ -148,8 +163,4 @@ class Preprocessing:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Preprocessing:
-        known = {f.name for f in fields(cls)}
-        unknown = set(d) - known
-        if unknown:
-            raise ConfigError(f"unknown preprocessing keys {sorted(unknown)}")
-        return cls(**d)
+        return from_known_fields(cls, d, "preprocessing keys", ConfigError)

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
+from sdr_model.config import from_known_fields
 from sdr_model.routing.knn import DEFAULT_KS, TEMPERATURE
 from sdr_model.routing.selection import SELECTION_METHODS, Selection
 
@@ -60,8 +61,4 @@ class RouteOptions:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> RouteOptions:
-        known = {f.name for f in fields(cls)}
-        unknown = set(d) - known
-        if unknown:
-            raise ValueError(f"unknown route options {sorted(unknown)}; known: {sorted(known)}")
-        return cls(**d)
+        return from_known_fields(cls, d, "route options", ValueError)
