@@ -8,9 +8,35 @@ const SDR = (() => {
   const TERMINAL = new Set(["succeeded", "failed", "cancelled"]);
   let pendingKey = null; // one dialog for every request that got a 401 at the same time
 
+  // Both pages ask for the key the same way, so the dialog is built here on first need, not
+  // written into each page's markup. Static text only; the reason is set with textContent.
+  const KEY_DIALOG = `
+    <form method="dialog" id="key-form">
+      <h2 id="key-title">API key needed</h2>
+      <p id="key-reason"></p>
+      <label for="key-input">API key</label>
+      <input id="key-input" name="key" type="password" autocomplete="off" required>
+      <div class="actions">
+        <button type="submit" value="ok" class="primary">Use key</button>
+        <button type="submit" value="cancel" formnovalidate>Cancel</button>
+      </div>
+    </form>`;
+
+  function keyDialog() {
+    let dialog = document.getElementById("key-dialog");
+    if (!dialog) {
+      dialog = document.createElement("dialog");
+      dialog.id = "key-dialog";
+      dialog.setAttribute("aria-labelledby", "key-title");
+      dialog.innerHTML = KEY_DIALOG;
+      document.body.append(dialog);
+    }
+    return dialog;
+  }
+
   function askForKey(reason) {
     if (pendingKey) return pendingKey;
-    const dialog = document.getElementById("key-dialog");
+    const dialog = keyDialog();
     const input = document.getElementById("key-input");
     document.getElementById("key-reason").textContent = reason;
     input.value = "";
