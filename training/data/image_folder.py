@@ -7,13 +7,13 @@ from pathlib import Path
 
 import torch
 
-from training.data.decode import IMAGE_EXTENSIONS, decode_image
-from training.data.source import DataError, ImageSource
+from training.data.decode import IMAGE_EXTENSIONS
+from training.data.source import DataError, FileSource
 
 __all__ = ["ImageFolderSource"]
 
 
-class ImageFolderSource(ImageSource):
+class ImageFolderSource(FileSource):
     """Every image file under `root/<class>/`, in sorted order, decoded lazily."""
 
     def __init__(self, root: str | Path, channels: int, storage_size: int) -> None:
@@ -35,12 +35,6 @@ class ImageFolderSource(ImageSource):
         self.labels = torch.tensor(labels, dtype=torch.long)
         self._label_list = labels
         self.channels, self.storage_size = channels, storage_size
-
-    def __len__(self) -> int:
-        return len(self.files)
-
-    def load(self, index: int) -> torch.Tensor | None:
-        return decode_image(self.files[index], self.channels, self.storage_size)
 
     def fingerprint(self) -> str:
         # Names, sizes and labels: cheap on ImageNet-sized trees, and changes when files do.

@@ -12,13 +12,12 @@ from pathlib import Path
 
 import torch
 
-from training.data.decode import decode_image
-from training.data.source import DataError, ImageSource
+from training.data.source import DataError, FileSource
 
 __all__ = ["ManifestSource"]
 
 
-class ManifestSource(ImageSource):
+class ManifestSource(FileSource):
     """The images a JSONL manifest lists, decoded lazily."""
 
     def __init__(self, manifest: str | Path, channels: int, storage_size: int) -> None:
@@ -52,12 +51,6 @@ class ManifestSource(ImageSource):
             ids = {name: i for i, name in enumerate(names)}
             self.labels = torch.tensor([ids[str(label)] for label in raw_labels], dtype=torch.long)
         self.channels, self.storage_size = channels, storage_size
-
-    def __len__(self) -> int:
-        return len(self.files)
-
-    def load(self, index: int) -> torch.Tensor | None:
-        return decode_image(self.files[index], self.channels, self.storage_size)
 
     def fingerprint(self) -> str:
         digest = hashlib.sha256(self.manifest.read_bytes())

@@ -8,11 +8,14 @@ only used to report clustering NMI, never for training.
 from __future__ import annotations
 
 import abc
+from pathlib import Path
 
 import torch
 from torch.utils.data import Dataset
 
-__all__ = ["DataError", "ImageSource"]
+from training.data.decode import decode_image
+
+__all__ = ["DataError", "FileSource", "ImageSource"]
 
 
 class DataError(ValueError):
@@ -43,3 +46,19 @@ class ImageSource(Dataset[tuple[int, torch.Tensor | None]], abc.ABC):
 
     def __getitem__(self, index: int) -> tuple[int, torch.Tensor | None]:
         return index, self.load(index)
+
+
+class FileSource(ImageSource):
+    """A source whose images are files on disk (ImageFolder trees, manifests), decoded when loaded.
+
+    Subclasses fill `files`, `channels` and `storage_size` and say how they fingerprint the data.
+    """
+
+    files: list[Path]
+    storage_size: int  # side of the stored uint8 square
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def load(self, index: int) -> torch.Tensor | None:
+        return decode_image(self.files[index], self.channels, self.storage_size)
