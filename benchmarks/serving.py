@@ -60,7 +60,7 @@ from PIL import Image
 
 from benchmarks.report import Goal, Plot, Section, Table, new_figure
 from benchmarks.server import CHECKPOINT, FEATURE_BATCH, Server
-from sdr_model import extract_subnet, load_checkpoint
+from sdr_model import extract_subnet, inference_subnet, load_checkpoint
 from sdr_model.config import Preprocessing
 from sdr_model.datasets.images import decode_images, normalize
 from sdr_model.torch_threads import torch_threads
@@ -69,6 +69,7 @@ PATH = "0123"
 BATCHED = FEATURE_BATCH  # images per request in the batched client (SDR_MAX_FEATURE_FILES, also 64)
 CLIENTS = 4  # requests in flight for the concurrent client
 SINGLE_CLIENTS = 16  # single-image requests in flight (SDR_MAX_INFLIGHT_REQUESTS, the API's default bound)
+PREPARED_REPEATS = 9  # alternating forwards per batch size, as extracted vs prepared
 LOCAL_ONE = "local, one forward at a time"
 LOCAL_THREADS = "local, one thread per core"
 LOCAL_PROCESSES = "local, one process per core"
@@ -124,7 +125,7 @@ def _load_local() -> None:
     global _local_model
     torch.set_num_threads(1)
     model, meta = load_checkpoint(CHECKPOINT)
-    _local_model = extract_subnet(model, PATH).eval(), meta.preprocessing
+    _local_model = inference_subnet(extract_subnet(model, PATH)), meta.preprocessing
 
 
 def _embed_local(files: list[Path]) -> tuple[np.ndarray, float]:
@@ -203,6 +204,25 @@ def _feature_tasks(client: httpx.Client, url: str) -> tuple[float, float]:
     return float(values["sdr_feature_task_requests_count"]), float(values["sdr_feature_task_requests_sum"])
 
 
+def _prepared_vs_extracted(extracted: torch.nn.Module, prepared: torch.nn.Module, pixels: torch.Tensor) -> Table:
+    """One forward on one torch thread, the sub-net as extracted vs as the worker runs it, alternating."""
+    table = Table(["batch", "as extracted", "prepared (`inference_subnet`)", "speedup", "max abs diff"])
+    with torch_threads(1), torch.inference_mode():
+        for batch in (FEATURE_BATCH, 1):
+            x = pixels[:batch]
+            times: dict[torch.nn.Module, list[float]] = {extracted: [], prepared: []}
+            for _ in range(PREPARED_REPEATS):
+                for net, spent in times.items():
+                    start = time.perf_counter()
+                    net(x)
+                    spent.append(time.perf_counter() - start)
+            before, after = statistics.median(times[extracted]), statistics.median(times[prepared])
+            diff = float((extracted(x) - prepared(x)).abs().max())
+            speedup = f"{before / after:.2f}x"
+            table.add(batch, f"{1000 * before:.2f} ms", f"{1000 * after:.2f} ms", speedup, f"{diff:.1e}")
+    return table
+
+
 def _plot(rate: dict[str, float], ratio: dict[str, float]) -> Plot:
     """Images/s of every client, local layouts and endpoint, with the goal's share of the fastest local run."""
     fig = new_figure(9.0, 3.6)
@@ -225,7 +245,8 @@ def bench(quick: bool) -> Section:
     images, rounds = (128, 2) if quick else (1024, 6)
     cores = torch.get_num_threads()
     model, meta = load_checkpoint(CHECKPOINT)
-    subnet = extract_subnet(model, PATH).eval()
+    extracted = extract_subnet(model, PATH)
+    subnet = inference_subnet(extracted)
     preprocessing = meta.preprocessing
     throughput = Table(["client", "images / s", "vs the fastest local run", "CPU per image", "max abs diff to local"])
     where = Table(["process", f"CPU per image, {CLIENTS} requests in flight", "vs the worker children"])
@@ -242,6 +263,8 @@ def bench(quick: bool) -> Section:
         try:
             with httpx.Client(timeout=300) as client:
                 reference = _embed(subnet, files, preprocessing)
+                pixels = normalize(decode_images([str(f) for f in files], preprocessing).pixels, preprocessing)
+                prepared = _prepared_vs_extracted(extracted, subnet, pixels)
                 _local_processes(pool, files)  # warm-up: every pool process loads the model
                 for url in (server.url, unbatched.url):  # warm-up: every worker child loads the sub-net
                     _concurrent(client, url, batched, CLIENTS)
@@ -323,7 +346,7 @@ def bench(quick: bool) -> Section:
         f"sdr_tiny sub-net {PATH}, {images} 28-px PNGs per round, {rounds} rounds, clients and local runs "
         f"alternating; `sdr serve` on loopback, {cores} worker processes of one torch thread (a second one "
         "without request batching for the row that says so).",
-        tables=[throughput, where, weights],
+        tables=[throughput, where, weights, prepared],
         plots=[_plot(rate, ratio)],
         notes=[
             '"vs the fastest local run" is the median over rounds of each round\'s ratio to the fastest of the '
@@ -334,6 +357,12 @@ def bench(quick: bool) -> Section:
             f"The second table is the serving overhead process by process: CPU time per image while the "
             f"{CLIENTS}-in-flight client ran (all rounds), against the worker children's own decode + "
             "forward. The overhead comes out of the forward passes' time on these cores.",
+            "The last table is why the worker runs a prepared copy of the sub-net (`sdr_model.inference_subnet`: "
+            "BatchNorm folded into the convolutions, weights channels_last): one forward of the sub-net as "
+            "extracted (the weights endpoint's file) against the prepared copy, one torch thread, alternating "
+            f"{PREPARED_REPEATS} times. On the CPU, PyTorch's max-pool over NCHW activations is scalar code, and "
+            "an eval BatchNorm is one more pass over every activation. The local layouts above run the prepared "
+            "copy too, so the endpoint is held to the same model.",
             f"Request batching: with {SINGLE_CLIENTS} single-image requests in flight, one worker task "
             f"answered {requests / tasks:.1f} requests on average (one task per sub-net in flight, "
             "`SDR_FEATURE_TASKS_IN_FLIGHT=1`, the default); the requests arriving while it ran went together in "

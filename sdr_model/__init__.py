@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     )
     from sdr_model.config import ConfigError, Preprocessing, SDRConfig
     from sdr_model.extract import extract_subnet, subnet_state_dict, subnet_timm_kwargs
+    from sdr_model.inference import inference_subnet
     from sdr_model.paths import PathError, all_paths, id_to_path, parse_path, path_to_id, phase_paths
     from sdr_model.registry import create_model, default_preprocessing, list_models, preset_config
     from sdr_model.supernet import SDRResNet
@@ -40,6 +41,7 @@ _EXPORTS = {
     "extract_subnet": "extract",
     "subnet_state_dict": "extract",
     "subnet_timm_kwargs": "extract",
+    "inference_subnet": "inference",
     "PathError": "paths",
     "all_paths": "paths",
     "id_to_path": "paths",
@@ -66,6 +68,7 @@ __all__ = [
     "default_preprocessing",
     "extract_subnet",
     "id_to_path",
+    "inference_subnet",
     "list_models",
     "load_checkpoint",
     "load_subnet",

@@ -45,7 +45,7 @@ log = logging.getLogger(__name__)
 _SUBNET_CACHE_SIZE = 8
 # Imported by `warm_up`: what `features` and `extract_subnet` import inside their bodies. A cold
 # child's first features request spent 2 s importing them (torchvision 1.6 s, timm 0.6 s).
-WARM_MODULES = ("sdr_model.datasets.images", "sdr_model.extract")
+WARM_MODULES = ("sdr_model.datasets.images", "sdr_model.extract", "sdr_model.inference")
 
 
 class _Runtime:
@@ -103,11 +103,13 @@ class _Runtime:
         return model, meta
 
     def subnet(self, path: str, expected_sha256: str) -> torch.nn.Module:
+        """Sub-net `path` as the features task runs it: BN folded, channels_last (`inference_subnet`), cached."""
         from sdr_model import extract_subnet as extract
+        from sdr_model import inference_subnet
 
         model, _ = self.checked_model(expected_sha256)
         if path not in self._subnets:
-            self._subnets[path] = extract(model, path)
+            self._subnets[path] = inference_subnet(extract(model, path))
             while len(self._subnets) > _SUBNET_CACHE_SIZE:
                 self._subnets.popitem(last=False)
         self._subnets.move_to_end(path)
