@@ -130,7 +130,9 @@ def prefix_tree_features(
         """One mini-batch through the whole tree (inference mode and autocast are per thread)."""
         with torch.inference_mode(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
             x = normalize(pixels[rows].to(device, non_blocking=True), preprocessing)
-            stem = model.forward_stem(x.contiguous(memory_format=memory_format))  # [B, 64, S/4, S/4]
+            # `.to`, not `.contiguous`: a 1-channel [B, 1, S, S] batch already counts as channels_last
+            # contiguous, so `.contiguous` would keep its NCHW strides and every activation after it NCHW.
+            stem = model.forward_stem(x.to(memory_format=memory_format))  # [B, 64, S/4, S/4]
             if None in features:
                 h = stem
                 for stage in range(config.num_stages):

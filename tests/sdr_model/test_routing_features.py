@@ -159,3 +159,21 @@ def test_bf16_autocast_stays_close_to_float32() -> None:
         scale = np.abs(exact[path]).max()
         error = np.abs(fast[path] - exact[path]).max() / scale
         assert 0 < error < 0.05, (path, error)  # really bf16 (not bit-equal), and close to float32
+
+
+@pytest.mark.parametrize("name", ["sdr_tiny", "sdr_resnet50"])  # 1-channel and 3-channel inputs
+def test_channels_last_walks_nhwc_activations_with_the_same_features(name: str) -> None:
+    """A [B, 1, S, S] batch counts as channels_last already; the walk must still make the stem NHWC."""
+    model = _randomized(name)
+    preprocessing = default_preprocessing(name)
+    pixels = torch.randint(0, 256, (2, model.config.in_chans, 64, 64), dtype=torch.uint8)
+    nhwc: list[bool] = []
+    hook = model.conv1.register_forward_hook(lambda _m, _i, out: nhwc.append(out.stride(1) == 1))
+    try:
+        plain = prefix_tree_features(model, pixels, preprocessing, [None, "0123"], batch_size=2)
+        fast = prefix_tree_features(model, pixels, preprocessing, [None, "0123"], batch_size=2, channels_last=True)
+    finally:
+        hook.remove()
+    assert nhwc == [False, True]
+    for path in (None, "0123"):  # float rounding of another summation order, relative to the features' size
+        np.testing.assert_allclose(fast[path], plain[path], rtol=0, atol=1e-6 * np.abs(plain[path]).max())
