@@ -1,13 +1,13 @@
 """A sub-net made ready to serve: BatchNorm folded into its convolutions, weights in channels_last.
 
 An extracted sub-net (`extract_subnet`) is the plain timm ResNet a user downloads, laid out as
-trained. Run as is on a CPU, two things cost it more than its convolutions' share
-(`docs/BENCHMARKS.md`, serving; sdr_tiny at 64 px, batch 64, one thread: 83 ms as extracted,
-30 ms prepared):
+trained. Run as is on a CPU, two things cost it more than its convolutions' share; the prepared
+copy is 2.1-2.4x faster (`docs/BENCHMARKS.md`, serving: sdr_tiny at 64 px, batch 64, one thread):
 
-- PyTorch's max-pool over NCHW activations is scalar code: the stem's pool alone took 34 of those
-  83 ms, and 2 ms over NHWC. With the weights in channels_last every activation is NHWC, even
-  behind a 1-channel input, whose layout PyTorch cannot tell apart from NCHW on its own.
+- PyTorch's max-pool over NCHW activations is scalar code: in a profile of one 83 ms forward as
+  extracted, the stem's pool took 34 ms, and 2 ms over NHWC. With the weights in channels_last
+  every activation is NHWC, even behind a 1-channel input, whose layout PyTorch cannot tell apart
+  from NCHW on its own.
 - An eval-mode BatchNorm is an affine map per channel, but it runs as one more pass over every
   activation. Folded into the convolution before it, it costs nothing.
 
