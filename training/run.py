@@ -21,9 +21,15 @@ from training.config import TrainConfig, TrainConfigError
 from training.data import ImageSource, build_source
 from training.distributed import Dist, setup_distributed
 
-__all__ = ["FINAL_CHECKPOINT", "Run", "open_run"]
+__all__ = ["FINAL_CHECKPOINT", "TRAIN_MEMORY_FORMAT", "Run", "open_run"]
 
 FINAL_CHECKPOINT = "supernet.safetensors"
+
+# The supernet trains with channels_last weights, so every activation is NHWC (a 1-channel input
+# cannot make them so by itself). PyTorch's CPU max-pool over NCHW activations is scalar code, and
+# tensor cores want NHWC too; the values are the same to float rounding. Saved tensors are made
+# contiguous, so checkpoints do not depend on it (`docs/BENCHMARKS.md`, training: the step in both).
+TRAIN_MEMORY_FORMAT = torch.channels_last
 
 # Stage codes mixed into every per-step seed, so stages never reuse one another's random draws.
 STAGE_CODES = {"baseline": 1, "cluster": 2, "progressive": 3, "calibrate": 4}
@@ -44,9 +50,10 @@ class Run:
         return self.run_dir / stage
 
     def new_backbone(self) -> SDRResNet:
-        """A freshly initialised supernet, identical on every process (seeded)."""
+        """A freshly initialised supernet, identical on every process (seeded), in `TRAIN_MEMORY_FORMAT`."""
         torch.manual_seed(self.config.seed)
-        return create_model(self.config.model, **self.config.model_overrides).to(self.dist.device)
+        model = create_model(self.config.model, **self.config.model_overrides)
+        return model.to(self.dist.device).to(memory_format=TRAIN_MEMORY_FORMAT)
 
     @property
     def progress(self) -> bool:

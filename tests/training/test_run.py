@@ -39,3 +39,22 @@ def test_every_rank_checks_the_recipe_the_main_rank_saved(tmp_path: Path, monkey
     _second_rank(monkeypatch, config, saved)
     run = run_module.open_run(config)
     assert run.run_dir == Path(config.run_dir) and not run.dist.is_main
+
+
+def test_the_backbone_trains_with_nhwc_activations_behind_its_one_channel_input(tmp_path: Path) -> None:
+    """`TRAIN_MEMORY_FORMAT`: a [B, 1, S, S] batch cannot make the activations NHWC by itself."""
+    import torch
+
+    from training.data.augment import TwoViewAugment
+
+    run = run_module.open_run(smoke_config(tmp_path))
+    backbone = run.new_backbone().train()
+    assert backbone.config.in_chans == 1
+    x1, _ = TwoViewAugment(run.config.augment, run.preprocessing)(
+        run.source.load(0)[None].repeat(4, 1, 1, 1), torch.Generator().manual_seed(0)
+    )
+    nhwc: list[bool] = []
+    backbone.conv1.register_forward_hook(lambda _m, _i, out: nhwc.append(out.stride(1) == 1))
+    backbone.forward_features(x1, "0123").sum().backward()
+    assert nhwc == [True]
+    assert backbone.conv1.weight.grad is not None and backbone.conv1.weight.grad.abs().sum() > 0
