@@ -3,7 +3,7 @@
 A features task costs the service nearly the same whether it embeds one image or 64: the Celery
 round trip, the staging file, the worker's dispatch and reply, and the API's share of them
 outweigh a small forward pass. With one image per request and 16 requests in flight, 2 cores
-embedded about 160 images/s where requests of 64 images reach over 2,500 (`docs/BENCHMARKS.md`,
+embedded about 160 images/s where requests of 64 images reach over 2,000 (`docs/BENCHMARKS.md`,
 serving). So an API process keeps at most `SDR_FEATURE_TASKS_IN_FLIGHT` tasks (default 1) running
 per sub-net; requests that arrive meanwhile queue up and go to a worker together, as one task of
 up to `SDR_MAX_FEATURE_FILES` images, whose rows are handed back request by request. A queue that
