@@ -356,7 +356,10 @@ def bench(quick: bool) -> Section:
             "which takes the same cores the service runs on.",
             f"The second table is the serving overhead process by process: CPU time per image while the "
             f"{CLIENTS}-in-flight client ran (all rounds), against the worker children's own decode + "
-            "forward. The overhead comes out of the forward passes' time on these cores.",
+            "forward. The overhead comes out of the forward passes' time on these cores. It is mostly the "
+            "API's per-request work (multipart parsing, the Celery send, the answer), the same as when the "
+            "children ran the sub-net as extracted; with the prepared copy (last table) their work per image "
+            "is about half, so the same overhead is about twice the share of it.",
             "The last table is why the worker runs a prepared copy of the sub-net (`sdr_model.inference_subnet`: "
             "BatchNorm folded into the convolutions, weights channels_last): one forward of the sub-net as "
             "extracted (the weights endpoint's file) against the prepared copy, one torch thread, alternating "
