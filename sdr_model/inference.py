@@ -41,7 +41,7 @@ def inference_subnet(subnet: ResNet) -> ResNet:
     if subnet.training:
         raise ValueError("the sub-net must be in eval mode: folding uses BatchNorm's running statistics")
     model = copy.deepcopy(subnet)
-    for module in model.modules():
+    for module in list(model.modules()):  # listed first: the loop replaces children as it goes
         for i in range(1, 4):
             conv, bn = getattr(module, f"conv{i}", None), getattr(module, f"bn{i}", None)
             if isinstance(conv, nn.Conv2d) and isinstance(bn, nn.BatchNorm2d):
