@@ -38,13 +38,13 @@ def bench(quick: bool) -> Section:
     preprocessing = default_preprocessing(MODEL)
     ssl = SSLConfig(proj_hidden=PROJ_DIM, proj_dim=PROJ_DIM, pred_hidden=PROJ_DIM // 4)
 
-    def trained(memory_format: torch.memory_format) -> tuple[SSLMethod, torch.optim.Optimizer]:
+    def fresh(memory_format: torch.memory_format) -> tuple[SSLMethod, torch.optim.Optimizer]:
         torch.manual_seed(0)
         method = build_method(create_model(MODEL).to(memory_format=memory_format), ssl).train()
         return method, build_optimizer(method, OptimConfig(), batch)
 
-    method, optimizer = trained(TRAIN_MEMORY_FORMAT)  # as `sdr train` runs
-    nchw, nchw_optimizer = trained(torch.contiguous_format)
+    method, optimizer = fresh(TRAIN_MEMORY_FORMAT)  # as `sdr train` runs
+    nchw, nchw_optimizer = fresh(torch.contiguous_format)
     cfg = method.backbone.config
     source = SyntheticSource(batch, 8, cfg.in_chans, preprocessing.resize)
     augment = TwoViewAugment(AugmentConfig(), preprocessing)
