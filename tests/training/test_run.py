@@ -1,4 +1,5 @@
-"""`open_run` in a torchrun job, as a rank other than the main one sees it (no process group needed)."""
+"""`open_run` in a torchrun job, as a rank other than the main one sees it (no process group needed),
+and the layout of the backbone a run trains."""
 
 from __future__ import annotations
 
@@ -6,10 +7,12 @@ import dataclasses
 from pathlib import Path
 
 import pytest
+import torch
 
 from tests.training.conftest import second_rank, smoke_config
 from training import run as run_module
 from training.config import TrainConfig, TrainConfigError
+from training.data.augment import TwoViewAugment
 
 
 def _second_rank(monkeypatch: pytest.MonkeyPatch, main_saves: TrainConfig, file: Path) -> None:
@@ -43,10 +46,6 @@ def test_every_rank_checks_the_recipe_the_main_rank_saved(tmp_path: Path, monkey
 
 def test_the_backbone_trains_with_nhwc_activations_behind_its_one_channel_input(tmp_path: Path) -> None:
     """`TRAIN_MEMORY_FORMAT`: a [B, 1, S, S] batch cannot make the activations NHWC by itself."""
-    import torch
-
-    from training.data.augment import TwoViewAugment
-
     run = run_module.open_run(smoke_config(tmp_path))
     backbone = run.new_backbone().train()
     assert backbone.config.in_chans == 1
