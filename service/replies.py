@@ -33,7 +33,8 @@ def call_worker(
 ) -> dict[str, Any]:
     """Send `task` and wait for its reply dict; raises `WorkerBusy` after `timeout` seconds."""
     reply_key = f"{KEY_PREFIX}reply:{uuid.uuid4().hex}"
-    celery.send_task(task, kwargs={**kwargs, "reply_key": reply_key}, expires=timeout)
+    kwargs = {**kwargs, "reply_key": reply_key}
+    celery.send_task(task, kwargs=kwargs, expires=timeout, argsrepr="()", kwargsrepr=_brief_repr(kwargs))
     deadline = time.monotonic() + timeout
     while (left := deadline - time.monotonic()) > 0:
         # Short waits: the client's socket timeout stays small, so a dead broker fails fast.
@@ -42,6 +43,16 @@ def call_worker(
             reply: dict[str, Any] = json.loads(item[1])
             return reply
     raise WorkerBusy(f"no worker answered {task} within {timeout:g} s")
+
+
+def _brief_repr(kwargs: dict[str, Any]) -> str:
+    """The task's kwargs as Celery's logs and events show them, each list as its length.
+
+    Given no repr, Celery builds one with its `saferepr`, which walks every element: for a features
+    task's 64 image sizes that was a third of `send_task` (0.2 of 0.6 ms), on the API's request path.
+    """
+    fields = (f"{k!r}: <{len(v)} items>" if isinstance(v, list) else f"{k!r}: {v!r}" for k, v in kwargs.items())
+    return "{" + ", ".join(fields) + "}"
 
 
 def send_reply(client: redis.Redis, reply_key: str, reply: dict[str, Any]) -> None:
