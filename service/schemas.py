@@ -210,7 +210,10 @@ class FeaturesResponse(BaseModel):
     files: list[str] = Field(
         description="Upload file names, in the order of `embeddings`.", examples=[["a.png", "b.png"]]
     )
-    embeddings: list[list[float]] = Field(examples=[[[0.12, 0.0, 1.73], [0.4, 0.08, 0.0]]])
+    embeddings: list[list[float]] = Field(
+        description="One row per file; a non-finite value (only a broken checkpoint yields one) is `null`.",
+        examples=[[[0.12, 0.0, 1.73], [0.4, 0.08, 0.0]]],
+    )
 
 
 class HealthReport(BaseModel):

@@ -290,6 +290,7 @@ def test_downloaded_weights_in_timm_match_features_endpoint(client: TestClient, 
     files = [("files", (f.name, f.read_bytes(), "image/png")) for f in images]
     as_json = client.post("/subnets/0312/features", files=files)
     assert as_json.status_code == 200, as_json.text
+    assert as_json.headers["content-type"] == "application/json"
     api = np.asarray(as_json.json()["embeddings"], dtype=np.float32)
     assert as_json.json()["files"] == [f.name for f in images]
     as_npy = client.post("/subnets/0312/features", files=files, headers={"Accept": "application/x-npy"})
