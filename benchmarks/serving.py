@@ -355,7 +355,9 @@ def bench(quick: bool) -> Section:
             "three local layouts in that round (no HTTP, Celery or Redis; `benchmarks/serving.py` says why "
             'the process-per-core one is there). "CPU per image" is the local layout\'s decode + forward, and '
             "for a client the load generator's own work (sending pre-encoded bodies, reading the answers), "
-            "which takes the same cores the service runs on.",
+            "which takes the same cores the service runs on. The JSON-answers client asks for the endpoint's "
+            "default JSON instead of `.npy`; most of its extra CPU per image is its own `json.loads` of the "
+            "answers, on those cores too.",
             f"The second table is the serving overhead process by process: CPU time per image while the "
             f"{CLIENTS}-in-flight client ran (all rounds), against the worker children's own decode + "
             "forward. The overhead comes out of the forward passes' time on these cores. It is mostly the "
