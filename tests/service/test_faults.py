@@ -107,7 +107,11 @@ SOFT_S, HARD_S = 2, 8
 def timed(settings: Settings, service_dir: Path) -> Iterator[tuple[PrivateService, WorkerProc]]:
     """A worker with a 2 s soft and 8 s hard time limit; DEBUG logging, whose "Task accepted ...
     pid:N" line says which child runs a task from its first instruction on (the limits' clock starts
-    at that acceptance, before `route_shard` records anything in Redis)."""
+    at that acceptance, before `route_shard` records anything in Redis).
+
+    Its tests route all 257 feature sets as one shard (`route_shards=1`), about two seconds of work,
+    so the test stops the child while the shard still runs: a shard of two paths on these 33 images
+    once finished between the log line and the SIGSTOP, on a busy machine, and its job succeeded."""
     with private_service(settings, service_dir / "timed", route_shards=1) as svc:
         env = {"SDR_TASK_SOFT_TIME_LIMIT": str(SOFT_S), "SDR_TASK_TIME_LIMIT": str(HARD_S), "SDR_LOG_LEVEL": "DEBUG"}
         worker = svc.worker("timed", env=env)
@@ -144,7 +148,7 @@ def test_a_shard_over_the_soft_time_limit_fails_its_job_as_a_timeout(
     The child survives (the soft limit lets it clean up) and the shard is not redelivered."""
     svc, worker = timed
     seen, warned = _accepted_count(worker), worker.log_text().count(f"Soft time limit ({SOFT_S}s) exceeded")
-    job_id = svc.route(data_root, paths=["0000", "0001"])
+    job_id = svc.route(data_root)  # all paths: see `timed`
     child = _accepted_child(worker, seen)
     os.kill(child, signal.SIGSTOP)
     try:
@@ -171,7 +175,7 @@ def test_a_shard_over_the_hard_time_limit_is_killed_and_its_child_replaced(
     child; the killed child's memory goes back to the system with it."""
     svc, worker = timed
     seen = _accepted_count(worker)
-    job_id = svc.route(data_root, paths=["0000", "0001"])
+    job_id = svc.route(data_root)  # all paths: see `timed`
     child = _accepted_child(worker, seen)
     os.kill(child, signal.SIGSTOP)
     held = rss_mib(child)
