@@ -115,7 +115,7 @@ def compare(name: str, images: int, size: int, batch: int, channels_last: bool) 
         t0, c0 = time.perf_counter(), time.process_time()
         prefix_tree_features(model, chunk, preprocessing, paths, batch_size=batch, channels_last=channels_last)
         t1, c1 = time.perf_counter(), time.process_time()
-        if not grouped:
+        if start == 0:
             prefix_tree_features(
                 model, chunk, preprocessing, paths, batch_size=batch, channels_last=channels_last, batch_siblings=True
             )
