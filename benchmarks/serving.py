@@ -264,8 +264,8 @@ def bench(quick: bool) -> Section:
         try:
             with httpx.Client(timeout=300) as client:
                 reference = _embed(subnet, files, preprocessing)
-                pixels = normalize(decode_images([str(f) for f in files], preprocessing).pixels, preprocessing)
-                prepared = _prepared_vs_extracted(extracted, subnet, pixels)
+                first = decode_images([str(f) for f in files[:FEATURE_BATCH]], preprocessing)  # the largest batch timed
+                prepared = _prepared_vs_extracted(extracted, subnet, normalize(first.pixels, preprocessing))
                 _local_processes(pool, files)  # warm-up: every pool process loads the model
                 for url in (server.url, unbatched.url):  # warm-up: every worker child loads the sub-net
                     _concurrent(client, url, batched, CLIENTS)
